@@ -1,0 +1,130 @@
+"""Input tensors of one M²RNN call: checks with clear errors, and the Problem they describe.
+
+Every error names the tensor, what was expected and what was given, so a
+shape bug in a training script is found from the message alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .problem import Problem
+
+_FLOATS = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16",
+           torch.float64: "float64"}
+
+
+class InputError(ValueError):
+    """A tensor passed to m2rnn has the wrong shape, dtype, device or content."""
+
+
+@dataclass
+class Inputs:
+    q: torch.Tensor          # (B, S, Nq, K)   varlen: (1, T, Nq, K)
+    k: torch.Tensor          # (B, S, Nk, K)
+    v: torch.Tensor          # (B, S, Nv, V)
+    W: torch.Tensor          # (Nw, V, V)
+    f: torch.Tensor          # (B, S, Nf)      forget gate in (0, 1)
+    h0: Optional[torch.Tensor] = None        # (B, N, K, V)  varlen: (num_seqs, N, K, V)
+    cu_seqlens: Optional[torch.Tensor] = None  # (num_seqs + 1,) int, starts at 0, increasing
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {n: t for n, t in vars(self).items() if t is not None}
+
+
+def _fail(name: str, expected: str, actual: object) -> InputError:
+    return InputError(f"m2rnn: `{name}` expected {expected}, got {actual}")
+
+
+def _rank(name: str, t: torch.Tensor, rank: int, layout: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise _fail(name, f"a torch.Tensor {layout}", type(t).__name__)
+    if t.dim() != rank:
+        raise _fail(name, f"{rank} dims {layout}", f"shape {tuple(t.shape)}")
+
+
+def _dim(name: str, t: torch.Tensor, axis: int, what: str, want: int) -> None:
+    if t.shape[axis] != want:
+        raise _fail(name, f"{what}={want} at dim {axis}", f"shape {tuple(t.shape)}")
+
+
+def _seqlens(cu: torch.Tensor, T: int) -> tuple[int, ...]:
+    if not isinstance(cu, torch.Tensor) or cu.dim() != 1 or cu.numel() < 2:
+        raise _fail("cu_seqlens", "a 1-d tensor of num_seqs + 1 offsets",
+                    f"{type(cu).__name__} {tuple(getattr(cu, 'shape', ()))}")
+    if cu.dtype not in (torch.int32, torch.int64):
+        raise _fail("cu_seqlens", "dtype int32 or int64", cu.dtype)
+    offsets = [int(x) for x in cu.tolist()]
+    if offsets[0] != 0:
+        raise _fail("cu_seqlens", "to start at 0", f"{offsets[0]}")
+    lens = [b - a for a, b in zip(offsets, offsets[1:])]
+    if any(n <= 0 for n in lens):
+        bad = next(i for i, n in enumerate(lens) if n <= 0)
+        raise _fail("cu_seqlens", "strictly increasing offsets",
+                    f"cu_seqlens[{bad}]={offsets[bad]} >= cu_seqlens[{bad + 1}]={offsets[bad + 1]}")
+    if offsets[-1] != T:
+        raise _fail("cu_seqlens", f"to end at the packed length T={T}", f"{offsets[-1]}")
+    return tuple(lens)
+
+
+def problem_of(x: Inputs) -> Problem:
+    """Check every tensor against the others and return the Problem they form."""
+    _rank("q", x.q, 4, "(B, S, Nq, K)")
+    B, S, Nq, K = x.q.shape
+    _rank("k", x.k, 4, "(B, S, Nk, K)")
+    _rank("v", x.v, 4, "(B, S, Nv, V)")
+    _rank("W", x.W, 3, "(Nw, V, V)")
+    _rank("f", x.f, 3, "(B, S, Nf)")
+    for name, t in (("k", x.k), ("v", x.v), ("f", x.f)):
+        _dim(name, t, 0, "B (as q)", B)
+        _dim(name, t, 1, "S (as q)", S)
+    _dim("k", x.k, 3, "K (as q)", K)
+    V = x.v.shape[3]
+    _dim("W", x.W, 1, "V (as v)", V)
+    _dim("W", x.W, 2, "V (as v)", V)
+    Nk, Nv, Nw, Nf = x.k.shape[2], x.v.shape[2], x.W.shape[0], x.f.shape[2]
+    if min(B, S, Nq, K, Nk, V, Nv, Nw, Nf) == 0:
+        raise _fail("q", "no empty dimension", f"q {tuple(x.q.shape)}, v {tuple(x.v.shape)}, "
+                    f"W {tuple(x.W.shape)}, f {tuple(x.f.shape)}")
+    N = max(Nq, Nk, Nv, Nw, Nf)
+    for name, n in (("q", Nq), ("k", Nk), ("v", Nv), ("W", Nw), ("f", Nf)):
+        if N % n:
+            raise _fail(name, f"a head count dividing N={N} (the largest head count)", n)
+
+    dtype = x.q.dtype
+    if dtype not in _FLOATS:
+        raise _fail("q", f"dtype in {[str(d) for d in _FLOATS]}", dtype)
+    device = x.q.device
+    for name, t in (("k", x.k), ("v", x.v), ("W", x.W), ("f", x.f)):
+        if t.dtype != dtype:
+            raise _fail(name, f"dtype {dtype} (as q)", t.dtype)
+        if t.device != device:
+            raise _fail(name, f"device {device} (as q)", t.device)
+
+    seqlens = None
+    if x.cu_seqlens is not None:
+        if B != 1:
+            raise _fail("q", "batch size 1 with cu_seqlens (packed sequences, FLA convention)",
+                        f"shape {tuple(x.q.shape)}")
+        if x.cu_seqlens.device != device:
+            raise _fail("cu_seqlens", f"device {device} (as q)", x.cu_seqlens.device)
+        seqlens = _seqlens(x.cu_seqlens, S)
+    nseq = len(seqlens) if seqlens is not None else B
+
+    if x.h0 is not None:
+        _rank("h0", x.h0, 4, "(B, N, K, V)")
+        want = (nseq, N, K, V)
+        if tuple(x.h0.shape) != want:
+            raise _fail("h0", f"shape {want} (num sequences, N, K, V)", f"shape {tuple(x.h0.shape)}")
+        if x.h0.dtype not in _FLOATS:
+            raise _fail("h0", f"a float dtype in {[str(d) for d in _FLOATS]}", x.h0.dtype)
+        if x.h0.device != device:
+            raise _fail("h0", f"device {device} (as q)", x.h0.device)
+
+    common = dict(K=K, V=V, Nq=Nq, Nk=Nk, Nv=Nv, Nw=Nw, Nf=Nf, dtype=_FLOATS[dtype],
+                  h0=x.h0 is not None)
+    if seqlens is not None:
+        return Problem.varlen(seqlens, **common)
+    return Problem(B=B, S=S, **common)

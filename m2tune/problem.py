@@ -1,0 +1,146 @@
+"""Frozen descriptions of one M²RNN problem and one kernel configuration.
+
+Nothing here touches a device or a tensor: a `Problem` is what a tuner, a
+validator, a tuned-config file and the runtime lookup all agree on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Shape of one M²RNN call.
+
+    Fixed-length: tensors are (B, S, ...). Varlen: `seqlens` holds the
+    length of every packed sequence, tensors are (1, sum(seqlens), ...),
+    B is the number of sequences and S the longest one.
+    Each head count divides N = max(Nq, Nk, Nv, Nw, Nf); head n of a tensor
+    with Nx heads is n // (N // Nx) (consecutive heads share, GQA-style).
+    """
+
+    B: int
+    S: int
+    K: int
+    V: int
+    Nq: int = 1
+    Nk: int = 1
+    Nv: int = 1
+    Nw: int = 1
+    Nf: int = 1
+    dtype: str = "bfloat16"
+    seqlens: tuple[int, ...] | None = None
+    h0: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("B", "S", "K", "V", "Nq", "Nk", "Nv", "Nw", "Nf"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Problem.{name} must be a positive int, got {value!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"Problem.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("Nq", "Nk", "Nv", "Nw", "Nf"):
+            if self.N % getattr(self, name):
+                raise ValueError(
+                    f"Problem.{name}={getattr(self, name)} does not divide N={self.N} "
+                    "(every head count must divide the largest)")
+        if self.seqlens is not None:
+            lens = tuple(self.seqlens)
+            if not lens or any((not isinstance(n, int)) or n < 1 for n in lens):
+                raise ValueError(f"Problem.seqlens must be positive ints, got {self.seqlens!r}")
+            if self.B != len(lens) or self.S != max(lens):
+                raise ValueError(
+                    f"varlen Problem needs B=len(seqlens)={len(lens)} and S=max(seqlens)={max(lens)}, "
+                    f"got B={self.B} S={self.S}; build it with Problem.varlen()")
+
+    @classmethod
+    def varlen(cls, seqlens: Iterable[int], **kw: Any) -> "Problem":
+        lens = tuple(int(n) for n in seqlens)
+        return cls(B=len(lens), S=max(lens), seqlens=lens, **kw)
+
+    @property
+    def N(self) -> int:
+        return max(self.Nq, self.Nk, self.Nv, self.Nw, self.Nf)
+
+    @property
+    def is_varlen(self) -> bool:
+        return self.seqlens is not None
+
+    @property
+    def tokens(self) -> int:
+        """Total time steps summed over sequences."""
+        return sum(self.seqlens) if self.seqlens is not None else self.B * self.S
+
+    def with_length(self, S: int) -> "Problem":
+        """Same problem at another sequence length (varlen: lengths scaled)."""
+        if self.seqlens is None:
+            return replace(self, S=S)
+        scale = S / self.S
+        return Problem.varlen([max(1, round(n * scale)) for n in self.seqlens],
+                              **self._heads_and_dims())
+
+    def with_dtype(self, dtype: str) -> "Problem":
+        return replace(self, dtype=dtype)
+
+    def _heads_and_dims(self) -> dict[str, Any]:
+        return dict(K=self.K, V=self.V, Nq=self.Nq, Nk=self.Nk, Nv=self.Nv, Nw=self.Nw,
+                    Nf=self.Nf, dtype=self.dtype, h0=self.h0)
+
+    def describe(self) -> str:
+        heads = f"Nq={self.Nq} Nk={self.Nk} Nv={self.Nv} Nw={self.Nw} Nf={self.Nf} (N={self.N})"
+        shape = (f"varlen {list(self.seqlens)}" if self.seqlens is not None
+                 else f"B={self.B} S={self.S}")
+        return f"{shape} K={self.K} V={self.V} {heads} {self.dtype}" + (" h0" if self.h0 else "")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One point of a variant's search space: the variant name and its parameters.
+
+    Parameters are kept as a sorted tuple so configs hash, compare and print
+    the same way whatever order they were built in.
+    """
+
+    variant: str
+    params: tuple[tuple[str, Any], ...] = field(default=())
+
+    @classmethod
+    def of(cls, variant: str, params: Mapping[str, Any] | None = None, **kw: Any) -> "KernelConfig":
+        merged = dict(params or {}, **kw)
+        return cls(variant, tuple(sorted(merged.items())))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.as_dict()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.as_dict().get(name, default)
+
+    def with_params(self, **kw: Any) -> "KernelConfig":
+        return KernelConfig.of(self.variant, self.as_dict(), **kw)
+
+    def short(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.params)
+
+
+# Named shapes. The paper shapes use bf16 and one shared q/k head (Nq = Nk = 1),
+# with per-head v, W and forget gate.
+SHAPES: dict[str, Problem] = {
+    "tiny": Problem(B=2, S=32, K=32, V=16, Nq=1, Nk=1, Nv=4, Nw=4, Nf=4, dtype="float32"),
+    "small": Problem(B=2, S=256, K=64, V=16, Nq=1, Nk=1, Nv=8, Nw=8, Nf=8),
+    "paper-400m": Problem(B=8, S=4096, K=64, V=16, Nq=1, Nk=1, Nv=84, Nw=84, Nf=84),
+    "paper-7b": Problem(B=4, S=4096, K=64, V=16, Nq=1, Nk=1, Nv=132, Nw=132, Nf=132),
+    "square-64": Problem(B=4, S=4096, K=64, V=64, Nq=16, Nk=16, Nv=16, Nw=16, Nf=16),
+}
+
+
+def shape(name: str) -> Problem:
+    try:
+        return SHAPES[name]
+    except KeyError:
+        raise KeyError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}") from None

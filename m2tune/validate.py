@@ -1,0 +1,208 @@
+"""How right is right: a candidate kernel against the float64 reference.
+
+The recurrence amplifies rounding, so a fixed tolerance would either pass a
+broken bf16 kernel or fail an honest one. Instead each output's error is
+compared with the error of the plain reference run at the candidate's dtype:
+
+    e_ref  = err(reference in dtype, reference in float64)
+    e_cand = err(candidate,          reference in float64)
+    pass  <=> e_cand <= factor * e_ref + floor     (for y, h_T; per sequence)
+
+err is the relative Frobenius error taken per sequence (batch element or
+packed sequence) and maximised, so a fault confined to one sequence cannot
+hide in the norm of the others. Inputs are fresh draws for every check,
+outputs are poisoned with NaN before each launch, and every check runs at two
+sequence lengths, a short one and four times it.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from . import status
+from .inputs import Inputs
+from .problem import KernelConfig, Problem
+from .reference import m2rnn_reference
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                "float16": torch.float16, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    factor: float
+    floor: float
+    why: str
+
+
+# One table for every check. The factor allows a kernel that rounds
+# differently from the reference (fp32 state instead of the dtype's, another
+# summation order, tanh formula); the floor covers outputs whose reference
+# error is itself tiny. Planted faults (tests/test_faults.py) land at 1e-2 or
+# more in fp32 and 1e-1 or more in bf16, far outside these bounds.
+TOLERANCES: dict[str, Tolerance] = {
+    "float32": Tolerance(8.0, 2e-5, "fp32 reference lands near 1e-7; a kernel that sums in another "
+                                    "order or uses exp-based tanh lands within a few times that; "
+                                    "2e-5 is 100x under the smallest planted fault"),
+    "bfloat16": Tolerance(2.0, 2e-3, "the bf16 reference keeps its state in bf16 and lands near 1e-2; "
+                                     "an honest kernel (fp32 state, bf16 I/O) lands below it; a kernel "
+                                     "may be up to 2x worse than the plain bf16 recurrence"),
+    "float16": Tolerance(2.0, 5e-4, "as bf16, with 3 more mantissa bits"),
+}
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    length: int
+    e_cand: float
+    e_ref: float
+    limit: float
+    finite: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.finite and self.e_cand <= self.limit
+
+    def describe(self) -> str:
+        state = "ok" if self.ok else ("NaN/Inf left in output" if not self.finite else "too large")
+        return (f"{self.name}@S={self.length}: err {self.e_cand:.2e} vs limit {self.limit:.2e} "
+                f"(reference at dtype {self.e_ref:.2e}) {state}")
+
+
+@dataclass
+class ValidationResult:
+    checks: list[OutputCheck] = field(default_factory=list)
+    error: Optional[str] = None      # a launch that raised
+    error_kind: Optional[str] = None  # its status category (m2tune.status)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def max_error(self) -> float:
+        return max((c.e_cand for c in self.checks), default=float("nan"))
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return self.error_kind or status.LAUNCH_ERROR
+        return status.OK if self.ok else status.WRONG_RESULT
+
+    def reason(self) -> Optional[str]:
+        if self.error:
+            return self.error
+        bad = [c.describe() for c in self.checks if not c.ok]
+        return "; ".join(bad) if bad else None
+
+
+def make_inputs(problem: Problem, *, seed: int, device: str | torch.device = "cpu") -> Inputs:
+    """Realistic training-like inputs in float64 (cast per use): never zeros.
+
+    q, k ~ N(0,1)/sqrt(K); v ~ N(0,1); W = I + N(0, 0.1²/V) (near identity);
+    f = sigmoid(N(0,1) + 1) (mostly remembering); h0 ~ N(0, 0.1²).
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    p = problem
+    rows, T = (1, p.tokens) if p.is_varlen else (p.B, p.S)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    q = randn(rows, T, p.Nq, p.K) / p.K ** 0.5
+    k = randn(rows, T, p.Nk, p.K) / p.K ** 0.5
+    v = randn(rows, T, p.Nv, p.V)
+    W = torch.eye(p.V, dtype=torch.float64) + 0.1 * randn(p.Nw, p.V, p.V) / p.V ** 0.5
+    f = torch.sigmoid(randn(rows, T, p.Nf) + 1.0)
+    h0 = 0.1 * randn(p.B, p.N, p.K, p.V) if p.h0 else None
+    cu = None
+    if p.is_varlen:
+        cu = torch.tensor([0, *itertools.accumulate(p.seqlens)], dtype=torch.int32)
+    x = Inputs(q, k, v, W, f, h0, cu)
+    return Inputs(**{n: (t.to(device) if t is not None else None) for n, t in vars(x).items()})
+
+
+def cast(x: Inputs, dtype: torch.dtype, state: torch.dtype = torch.float32) -> Inputs:
+    """Inputs in dtype, h0 in `state` (kernels take an fp32 state), cu_seqlens as is."""
+    return Inputs(*(t.to(dtype) for t in (x.q, x.k, x.v, x.W, x.f)),
+                  x.h0.to(state) if x.h0 is not None else None, x.cu_seqlens)
+
+
+def per_sequence(t: torch.Tensor, problem: Problem, time_dim: bool) -> list[torch.Tensor]:
+    """Split an output into one tensor per sequence (time-major outputs split by cu_seqlens)."""
+    if not time_dim:
+        return list(t.unbind(0))
+    if problem.is_varlen:
+        return list(torch.split(t[0], list(problem.seqlens), dim=0))
+    return list(t.unbind(0))
+
+
+def relative_error(a: torch.Tensor, ref: torch.Tensor, problem: Problem, time_dim: bool) -> float:
+    """Max over sequences of ||a - ref||_F / ||ref||_F (in float64)."""
+    worst = 0.0
+    for x, r in zip(per_sequence(a.double(), problem, time_dim),
+                    per_sequence(ref.double(), problem, time_dim)):
+        denom = r.norm().item()
+        err = (x - r).norm().item() / max(denom, 1e-300)
+        if err != err:          # NaN
+            return float("nan")
+        worst = max(worst, err)
+    return worst
+
+
+def default_lengths(problem: Problem) -> tuple[int, int]:
+    """A short length and four times it, the long one being the problem's own."""
+    short = max(1, problem.S // 4)
+    return short, 4 * short
+
+
+# A forward candidate: writes y and h_T (both pre-poisoned) for the inputs.
+ForwardFn = Callable[[Problem, Inputs, torch.Tensor, torch.Tensor], None]
+
+
+def variant_forward(module: ModuleType, config: KernelConfig) -> ForwardFn:
+    def run(problem: Problem, x: Inputs, y: torch.Tensor, h_T: torch.Tensor) -> None:
+        module.launch(problem, config, x, y, h_T)
+    return run
+
+
+def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
+                     device: str | torch.device = "cpu",
+                     lengths: Optional[Sequence[int]] = None) -> ValidationResult:
+    """Check a forward candidate at two lengths on fresh inputs; never raises for a bad kernel."""
+    dtype = TORCH_DTYPES[problem.dtype]
+    tol = TOLERANCES[problem.dtype]
+    result = ValidationResult()
+    for i, S in enumerate(lengths or default_lengths(problem)):
+        p = problem.with_length(S)
+        # the candidate's inputs, rounded to its dtype; float64 runs on exactly these values
+        x_dt = cast(make_inputs(p, seed=seed * 1000 + i, device=device), dtype)
+        x64 = cast(x_dt, torch.float64, state=torch.float64)
+        with torch.no_grad():
+            y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens)
+            y_dt, h_dt = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens)
+        y = torch.full(y64.shape, float("nan"), dtype=dtype, device=device)
+        h_T = torch.full(h64.shape, float("nan"), dtype=torch.float32, device=device)
+        try:
+            forward(p, x_dt, y, h_T)
+            if y.is_cuda:
+                torch.cuda.synchronize(y.device)
+        except Exception as exc:  # a candidate that raises is a failed candidate, not a crash
+            result.error = f"launch failed at S={S}: {type(exc).__name__}: {exc}"
+            result.error_kind = status.classify(exc)
+            return result
+        for name, out, ref, low, time_dim in (("y", y, y64, y_dt, True), ("h_T", h_T, h64, h_dt, False)):
+            e_ref = relative_error(low, ref, p, time_dim)
+            e = relative_error(out, ref, p, time_dim)
+            finite = bool(torch.isfinite(out).all())
+            result.checks.append(OutputCheck(name, S, e, e_ref, tol.factor * e_ref + tol.floor, finite))
+    return result
+
+
+def _args(x: Inputs):
+    return x.q, x.k, x.v, x.W, x.f, x.h0

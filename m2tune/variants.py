@@ -1,0 +1,50 @@
+"""Registry of kernel templates: variant name -> module in kernel_variants/.
+
+The only place that imports kernel_variants, and lazily: a template module
+builds @triton.jit functions at import, and Triton decides at that moment
+whether they run compiled or in its interpreter (TRITON_INTERPRET). So the
+backend is chosen here, once, before the first template is imported.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+REGISTRY: dict[str, str] = {
+    "m2rnn_fwd": "kernel_variants.m2rnn_fwd",
+    "m2rnn_bwd": "kernel_variants.m2rnn_bwd",
+}
+
+
+class UnknownVariant(KeyError):
+    pass
+
+
+def cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def interpreting() -> bool:
+    """True when kernels run in the Triton interpreter (set, or no GPU to compile for)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def use_interpreter_without_gpu() -> bool:
+    """Select the Triton interpreter when there is no GPU. Call before load()."""
+    if not cuda_available() and not interpreting():
+        os.environ["TRITON_INTERPRET"] = "1"
+    return interpreting()
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def load(name: str) -> ModuleType:
+    try:
+        module = REGISTRY[name]
+    except KeyError:
+        raise UnknownVariant(f"unknown kernel variant {name!r}; known: {', '.join(names())}") from None
+    return importlib.import_module(module)

@@ -1,0 +1,57 @@
+"""The validator itself: it must fail what is wrong and pass what is honest."""
+import torch
+
+from m2tune import status
+from m2tune.problem import Problem
+from m2tune.reference import m2rnn_reference
+from m2tune.validate import relative_error, validate_forward
+
+P = Problem(B=3, S=8, K=6, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
+
+
+def reference_candidate(noise=0.0, hole=False, fail=False):
+    def run(problem, x, y, h_T):
+        if fail:
+            raise RuntimeError("planted launch failure")
+        yr, hr = m2rnn_reference(x.q, x.k, x.v, x.W, x.f, x.h0, cu_seqlens=x.cu_seqlens,
+                                 dtype=torch.float32)
+        y.copy_(yr + noise * torch.randn_like(yr))
+        h_T.copy_(hr)
+        if hole:
+            y[1, -1, 0, 2] = float("nan")   # as if one element was never written
+    return run
+
+
+def test_the_reference_at_fp32_passes():
+    r = validate_forward(P, reference_candidate(), seed=1)
+    assert r.ok and r.status == status.OK, r.reason()
+
+
+def test_unwritten_element_fails():
+    r = validate_forward(P, reference_candidate(hole=True), seed=1)
+    assert not r.ok and "NaN" in r.reason()
+
+
+def test_small_noise_fails_in_fp32():
+    r = validate_forward(P, reference_candidate(noise=1e-3), seed=1)
+    assert not r.ok and r.status == status.WRONG_RESULT
+
+
+def test_launch_failure_is_recorded_not_raised():
+    r = validate_forward(P, reference_candidate(fail=True), seed=1)
+    assert r.status == status.LAUNCH_ERROR and "planted launch failure" in r.error
+
+
+def test_error_is_the_worst_sequence():
+    ref = torch.randn(8, 10, 2, 4, dtype=torch.float64)
+    bad = ref.clone()
+    bad[5] *= 1.1                                  # one sequence of eight is 10% off
+    p = Problem(B=8, S=10, K=4, V=4, Nv=2)
+    assert abs(relative_error(bad, ref, p, time_dim=True) - 0.1) < 1e-9
+    whole = ((bad - ref).norm() / ref.norm()).item()
+    assert whole < 0.05                            # the plain norm would dilute it
+
+
+def test_two_lengths_short_and_four_times():
+    r = validate_forward(P, reference_candidate(), seed=2)
+    assert sorted({c.length for c in r.checks}) == [2, 8]
