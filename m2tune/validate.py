@@ -206,3 +206,67 @@ def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
 
 def _args(x: Inputs):
     return x.q, x.k, x.v, x.W, x.f, x.h0
+
+
+# A training candidate: (inputs in dtype, clip, dy, dh_T) -> (y, h_T, {name: grad}).
+TrainFn = Callable[[Inputs, Optional[float], torch.Tensor, torch.Tensor],
+                   tuple[torch.Tensor, torch.Tensor, dict]]
+GRAD_NAMES = ("q", "k", "v", "W", "f", "h0")
+
+
+def _reference_grads(x: Inputs, clip, dy, dh_T, dtype):
+    leaves = {n: getattr(x, n).detach().to(dtype).requires_grad_(True)
+              for n in GRAD_NAMES if getattr(x, n) is not None}
+    y, h = m2rnn_reference(*(leaves.get(n) for n in GRAD_NAMES), cu_seqlens=x.cu_seqlens,
+                           gradient_clipping=clip)
+    grads = torch.autograd.grad((y, h), list(leaves.values()), (dy.to(y.dtype), dh_T.to(h.dtype)))
+    return y.detach(), h.detach(), dict(zip(leaves, grads))
+
+
+def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: str | torch.device = "cpu",
+                      clip: Optional[float] = None,
+                      lengths: Optional[Sequence[int]] = None) -> ValidationResult:
+    """Forward outputs and every input gradient against float64 autograd, at two lengths.
+
+    dy and dh_T are fresh random draws; gradients are compared as whole tensors
+    (relative Frobenius) under the same factor-and-floor table as the forward.
+    """
+    dtype = TORCH_DTYPES[problem.dtype]
+    tol = TOLERANCES[problem.dtype]
+    result = ValidationResult()
+    for i, S in enumerate(lengths or default_lengths(problem)):
+        p = problem.with_length(S)
+        x_dt = cast(make_inputs(p, seed=seed * 1000 + i, device=device), dtype)
+        x64 = cast(x_dt, torch.float64, state=torch.float64)
+        g = torch.Generator(device="cpu").manual_seed(seed * 1000 + 500 + i)
+        y64, h64, g64 = _reference_grads(x64, clip, *_cotangents(p, g, device), torch.float64)
+        dy, dh_T = _cotangents(p, g.manual_seed(seed * 1000 + 500 + i), device)
+        y_dt, h_dt, g_dt = _reference_grads(x_dt, clip, dy, dh_T, dtype)
+        try:
+            y, h_T, grads = train(x_dt, clip, dy.to(dtype), dh_T.float())
+        except Exception as exc:
+            result.error = f"training step failed at S={S}: {type(exc).__name__}: {exc}"
+            result.error_kind = status.classify(exc)
+            return result
+        outs = [("y", y, y64, y_dt, True), ("h_T", h_T, h64, h_dt, False)]
+        outs += [(f"d{n}", grads.get(n), g64[n], g_dt[n], None) for n in g64]
+        for name, out, ref, low, time_dim in outs:
+            if out is None:
+                result.checks.append(OutputCheck(name, S, float("inf"), 0.0, 0.0, False))
+                continue
+            if time_dim is None:   # gradients: whole-tensor relative error
+                e_ref = ((low.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+                e = ((out.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+            else:
+                e_ref = relative_error(low, ref, p, time_dim)
+                e = relative_error(out, ref, p, time_dim)
+            finite = bool(torch.isfinite(out).all())
+            result.checks.append(OutputCheck(name, S, e, e_ref, tol.factor * e_ref + tol.floor, finite))
+    return result
+
+
+def _cotangents(p: Problem, g: torch.Generator, device):
+    lead = (1, p.tokens) if p.is_varlen else (p.B, p.S)
+    dy = torch.randn(*lead, p.N, p.V, generator=g, dtype=torch.float64)
+    dh_T = torch.randn(p.B, p.N, p.K, p.V, generator=g, dtype=torch.float64)
+    return dy.to(device), dh_T.to(device)

@@ -1,0 +1,220 @@
+"""The M²RNN autograd op: `m2rnn(q, k, v, W, f, h0=None, ...) -> (y, h_T)`.
+
+Forward and backward are registered as torch custom ops (`m2tune::m2rnn_fwd`,
+`m2tune::m2rnn_bwd`) with fake implementations, so `torch.compile(fullgraph=True)`
+traces through them without looking inside. The forward keeps fp32
+checkpoints every CKPT steps; the backward recomputes each chunk from its
+checkpoint. Kernel configs and the clipping bound cross the op boundary as one
+JSON string argument (parsed with json.loads, never evaluated), so nothing is
+kept in module state between forward and backward.
+
+Backends: a GPU runs the compiled Triton kernels; without one the same kernels
+run in Triton's interpreter when TRITON_INTERPRET=1, otherwise (and for
+float64 inputs) the plain reference recurrence is used.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Optional, Union
+
+import torch
+
+from . import variants
+from .inputs import Inputs, problem_of
+from .problem import KernelConfig, Problem
+from .reference import m2rnn_reference
+
+ConfigLike = Union[KernelConfig, Mapping[str, Any], None]
+
+# Hand-picked GPU starting points until tuned profiles are looked up at run time:
+# the fastest fp32-accurate forward measured on the H200 (bench/results/
+# 2026-11-29-h200-forward-tf32x3); the backward mirrors its product and tanh.
+_GPU_FORWARD = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 32, "num_warps": 1}
+_GPU_BACKWARD = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 16, "num_warps": 1}
+
+
+def _kernels_available(device: torch.device) -> bool:
+    return device.type == "cuda" or (device.type == "cpu" and variants.interpreting())
+
+
+def _fit(config: KernelConfig, problem: Problem) -> KernelConfig:
+    """Shrink default blocks and chunks that would exceed the problem (K rows, sequences, length)."""
+    cap = lambda n: 1 << max(0, (n - 1).bit_length())  # noqa: E731  (next power of two)
+    fitted = config.with_params(BLOCK_K=min(config["BLOCK_K"], cap(problem.K)),
+                                BLOCK_B=min(config["BLOCK_B"], cap(problem.B)))
+    if "CKPT" in config.as_dict():
+        choices = sorted(variants.load(config.variant).PARAMS["CKPT"])
+        fitting = [c for c in choices if c >= problem.S] or [choices[-1]]
+        fitted = fitted.with_params(CKPT=min(config["CKPT"], fitting[0]))
+    return fitted
+
+
+def _pick(variant: str, problem: Problem, given: ConfigLike, gpu_start: dict) -> KernelConfig:
+    module = variants.load(variant)
+    interp = variants.interpreting()
+    base = _fit(module.DEFAULT, problem)
+    if given is not None:
+        config = given if isinstance(given, KernelConfig) else base.with_params(**dict(given))
+        reason = module.check(problem, config, interpreter=interp)
+        if reason:
+            raise ValueError(f"m2rnn: `config` for {variant} cannot run {problem.describe()}: {reason}")
+        return config
+    candidates = [] if interp else [_fit(module.DEFAULT.with_params(**gpu_start), problem)]
+    reasons = []
+    for config in candidates + [base]:
+        reason = module.check(problem, config, interpreter=interp)
+        if reason is None:
+            return config
+        reasons.append(reason)
+    raise ValueError(f"m2rnn: no default {variant} config fits {problem.describe()}: {'; '.join(reasons)}")
+
+
+def _configs(problem: Problem, config: Any) -> tuple[KernelConfig, KernelConfig]:
+    config = config or {}
+    return (_pick("m2rnn_fwd", problem, config.get("forward"), _GPU_FORWARD),
+            _pick("m2rnn_bwd", problem, config.get("backward"), _GPU_BACKWARD))
+
+
+def _from_json(text: str, part: str) -> KernelConfig:
+    data = json.loads(text)[part]
+    return KernelConfig.of(data["variant"], data["params"])
+
+
+def _plan_json(forward: KernelConfig, backward: KernelConfig, clip: float) -> str:
+    """Everything the op needs besides tensors, as one string argument of the forward op."""
+    part = lambda c: {"variant": c.variant, "params": c.as_dict()}  # noqa: E731
+    return json.dumps({"forward": part(forward), "backward": part(backward), "clip": clip},
+                      sort_keys=True)
+
+
+def _y_shape(v: torch.Tensor, N: int) -> tuple[int, ...]:
+    return (v.shape[0], v.shape[1], N, v.shape[3])
+
+
+def _heads(q, k, v, W, f) -> int:
+    return max(q.shape[2], k.shape[2], v.shape[2], W.shape[0], f.shape[2])
+
+
+@torch.library.custom_op("m2tune::m2rnn_fwd", mutates_args=())
+def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: torch.Tensor,
+         h0: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor], plan: str,
+         ckpt_every: int, n_seq: int, n_chunks: int
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = Inputs(q, k, v, W, f, h0, cu_seqlens)
+    problem = problem_of(x)
+    module = variants.load("m2rnn_fwd")
+    y = torch.empty(_y_shape(v, problem.N), dtype=q.dtype, device=q.device)
+    h_T = torch.empty(problem.B, problem.N, problem.K, problem.V, dtype=torch.float32, device=q.device)
+    ckpt = module.launch(problem, _from_json(plan, "forward"), x, y, h_T, ckpt_every=ckpt_every)
+    if ckpt is None or ckpt.shape[2] != n_chunks:   # keep the shape the fake implementation promised
+        full = torch.empty(problem.B, problem.N, n_chunks, problem.K, problem.V,
+                           dtype=torch.float32, device=q.device)
+        if ckpt is not None:
+            full[:, :, :ckpt.shape[2]] = ckpt
+        ckpt = full
+    return y, h_T, ckpt
+
+
+@_fwd.register_fake
+def _fwd_fake(q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks):
+    N = _heads(q, k, v, W, f)
+    K, V = q.shape[3], v.shape[3]
+    return (q.new_empty(_y_shape(v, N)),
+            q.new_empty((n_seq, N, K, V), dtype=torch.float32),
+            q.new_empty((n_seq, N, n_chunks, K, V), dtype=torch.float32))
+
+
+@torch.library.custom_op("m2tune::m2rnn_bwd", mutates_args=())
+def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: torch.Tensor,
+         h0: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor], ckpt: torch.Tensor,
+         dy: torch.Tensor, dh_T: torch.Tensor, gradient_clipping: float, plan: str
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = Inputs(q, k, v, W, f, h0, cu_seqlens)
+    problem = problem_of(x)
+    module = variants.load("m2rnn_bwd")
+    clip = gradient_clipping if gradient_clipping > 0 else None
+    g = module.launch_backward(problem, _from_json(plan, "backward"), x, ckpt, dy.contiguous(),
+                               dh_T.contiguous(), gradient_clipping=clip)
+    dh0 = g["h0"] if h0 is not None else q.new_empty(0)
+    return g["q"], g["k"], g["v"], g["W"], g["f"], dh0
+
+
+@_bwd.register_fake
+def _bwd_fake(q, k, v, W, f, h0, cu_seqlens, ckpt, dy, dh_T, gradient_clipping, plan):
+    dh0 = torch.empty_like(h0) if h0 is not None else q.new_empty(0)
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(W),
+            torch.empty_like(f), dh0)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks = inputs
+    ctx.save_for_backward(q, k, v, W, f, h0, cu_seqlens, output[2])
+    ctx.plan = plan
+
+
+def _backward(ctx, dy, dh_T, _dckpt):
+    q, k, v, W, f, h0, cu_seqlens, ckpt = ctx.saved_tensors
+    clip = json.loads(ctx.plan)["clip"]
+    if dy is None:
+        dy = torch.zeros(_y_shape(v, _heads(q, k, v, W, f)), dtype=q.dtype, device=q.device)
+    if dh_T is None:
+        dh_T = torch.zeros(ckpt.shape[0], ckpt.shape[1], ckpt.shape[3], ckpt.shape[4],
+                           dtype=torch.float32, device=q.device)
+    dq, dk, dv, dW, df, dh0 = torch.ops.m2tune.m2rnn_bwd(
+        q, k, v, W, f, h0, cu_seqlens, ckpt, dy, dh_T, clip, ctx.plan)
+    return dq, dk, dv, dW, df, (dh0 if h0 is not None else None), None, None, None, None, None
+
+
+torch.library.register_autograd("m2tune::m2rnn_fwd", _backward, setup_context=_setup_context)
+
+
+def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: torch.Tensor,
+          h0: Optional[torch.Tensor] = None, *, cu_seqlens: Optional[torch.Tensor] = None,
+          gradient_clipping: Optional[float] = None, config: Optional[Mapping[str, ConfigLike]] = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """M²RNN recurrence. Returns y (like v, with N heads) and the final state h_T (fp32).
+
+    config: {"forward": ..., "backward": ...}, each a KernelConfig or a dict of
+    parameters over the template's defaults; None picks defaults for the device.
+    """
+    if gradient_clipping is not None and not gradient_clipping > 0:
+        raise ValueError(f"m2rnn: `gradient_clipping` expected a positive bound or None, got {gradient_clipping}")
+    clip = float(gradient_clipping) if gradient_clipping is not None else 0.0
+    if torch.compiler.is_compiling():
+        # traced: plan from shapes as a trace-time constant; the op checks the tensors when it runs
+        if cu_seqlens is not None:
+            raise NotImplementedError("m2rnn: packed sequences (cu_seqlens) under torch.compile "
+                                      "are not supported yet; run that call eagerly")
+        key = (tuple(q.shape), tuple(k.shape), tuple(v.shape), tuple(W.shape), tuple(f.shape),
+               str(q.dtype).removeprefix("torch."), h0 is not None, q.device.type)
+        use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan_for_shapes(key, config, clip)
+    else:
+        problem = problem_of(Inputs(q, k, v, W, f, h0, cu_seqlens))   # clear errors, eagerly
+        use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan(problem, q.device.type, config, clip)
+    if not use_kernels:
+        y, h_T = m2rnn_reference(q, k, v, W, f, h0, cu_seqlens=cu_seqlens,
+                                 gradient_clipping=gradient_clipping)
+        return y, h_T.float()
+    y, h_T, _ = torch.ops.m2tune.m2rnn_fwd(q.contiguous(), k.contiguous(), v.contiguous(),
+                                           W.contiguous(), f.contiguous(),
+                                           h0.contiguous() if h0 is not None else None,
+                                           cu_seqlens, plan, ckpt_every, n_seq, n_chunks)
+    return y, h_T
+
+
+def _plan(problem: Problem, device_type: str, config: Any, clip: float):
+    """(use kernels?, plan JSON, CKPT, sequences, checkpoint chunks) for one call."""
+    kernels = problem.dtype != "float64" and _kernels_available(torch.device(device_type))
+    if not kernels:
+        return False, "", 0, problem.B, 0
+    fwd_config, bwd_config = _configs(problem, config)
+    ckpt_every = bwd_config["CKPT"]
+    return (True, _plan_json(fwd_config, bwd_config, clip), ckpt_every, problem.B,
+            -(-problem.S // ckpt_every))
+
+
+@torch._dynamo.assume_constant_result
+def _plan_for_shapes(key, config, clip):
+    (B, S, Nq, K), (_, _, Nk, _), (_, _, Nv, V), (Nw, _, _), (_, _, Nf), dtype, has_h0, device = key
+    problem = Problem(B=B, S=S, K=K, V=V, Nq=Nq, Nk=Nk, Nv=Nv, Nw=Nw, Nf=Nf, dtype=dtype, h0=has_h0)
+    return _plan(problem, device, config, clip)

@@ -1,0 +1,85 @@
+"""The autograd op m2rnn: gradients under the validation model, fallbacks, errors, torch.compile."""
+import pytest
+import torch
+
+from m2tune.inputs import InputError
+from m2tune.ops import m2rnn
+from m2tune.problem import Problem
+from m2tune.validate import validate_training
+
+SMALL = {"forward": {"BLOCK_K": 8}, "backward": {"BLOCK_K": 8, "CKPT": 16}}
+
+
+def op_step(config):
+    def train(x, clip, dy, dh_T):
+        leaves = {n: getattr(x, n).detach().clone().requires_grad_(True)
+                  for n in ("q", "k", "v", "W", "f", "h0") if getattr(x, n) is not None}
+        y, h = m2rnn(*(leaves.get(n) for n in ("q", "k", "v", "W", "f")), leaves.get("h0"),
+                     cu_seqlens=x.cu_seqlens, gradient_clipping=clip, config=config)
+        grads = torch.autograd.grad((y, h), list(leaves.values()), (dy, dh_T))
+        return y.detach(), h.detach(), dict(zip(leaves, grads))
+    return train
+
+
+CASES = [
+    ("shared-h0", Problem(B=2, S=20, K=12, V=6, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True), None),
+    ("shared-clip", Problem(B=2, S=20, K=12, V=6, Nq=2, Nk=1, Nv=4, Nw=1, Nf=2, h0=True), 0.05),
+    ("varlen-clip", Problem.varlen([7, 19, 3], K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True), 0.05),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name, problem, clip", CASES, ids=[c[0] for c in CASES])
+def test_op_gradients_pass_validation(name, problem, clip, dtype, device):
+    result = validate_training(problem.with_dtype(dtype), op_step(SMALL), seed=4, device=device, clip=clip)
+    assert result.ok, result.reason()
+    assert {c.name for c in result.checks} >= {"y", "h_T", "dq", "dk", "dv", "dW", "df", "dh0"}
+
+
+def test_validation_catches_a_clipping_fault(device):
+    """The op run without clipping must fail a check that asks for clipping."""
+    problem = CASES[1][1].with_dtype("float32")
+    wrong = op_step(SMALL)
+    result = validate_training(problem, lambda x, clip, dy, dh: wrong(x, None, dy, dh), seed=4,
+                               device=device, clip=0.05)
+    assert not result.ok
+
+
+def test_float64_falls_back_to_reference():
+    p = Problem(B=1, S=3, K=4, V=2)
+    q, k = torch.randn(1, 3, 1, 4, dtype=torch.float64), torch.randn(1, 3, 1, 4, dtype=torch.float64)
+    y, h = m2rnn(q, k, torch.randn(1, 3, 1, 2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)[None],
+                 torch.rand(1, 3, 1, dtype=torch.float64))
+    assert y.dtype == torch.float64 and h.dtype == torch.float32 and p.S == 3
+
+
+def test_bad_input_and_config_errors(device):
+    def t(*shape):
+        return torch.rand(*shape, device=device)
+    q = t(1, 3, 1, 4)
+    with pytest.raises(InputError, match="`v`"):
+        m2rnn(q, q, t(2, 3, 1, 2), t(1, 2, 2), t(1, 3, 1))
+    with pytest.raises(ValueError, match="gradient_clipping"):
+        m2rnn(q, q, t(1, 3, 1, 2), t(1, 2, 2), t(1, 3, 1), gradient_clipping=-1)
+    with pytest.raises(ValueError, match="BLOCK_K=3 not in"):
+        m2rnn(q, q, t(1, 3, 1, 2), t(1, 2, 2), t(1, 3, 1), config={"forward": {"BLOCK_K": 3}})
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    p = Problem(B=2, S=6, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
+    from m2tune.validate import make_inputs
+    x = make_inputs(p, seed=0)
+    ins = [t.float().requires_grad_(True) for t in (x.q, x.k, x.v, x.W, x.f, x.h0)]
+
+    def loss(q, k, v, W, f, h0):
+        y, h = m2rnn(q, k, v, W, f, h0, gradient_clipping=0.5)
+        return (y * y).sum() + h.sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    l1 = compiled(*ins)
+    g1 = torch.autograd.grad(l1, ins)
+    l0 = loss(*ins)
+    g0 = torch.autograd.grad(l0, ins)
+    torch.testing.assert_close(l1, l0)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b)
