@@ -171,18 +171,24 @@ def variant_forward(module: ModuleType, config: KernelConfig) -> ForwardFn:
     return run
 
 
+def _checks(problem: Problem, lengths, seed: int, device):
+    """Per length: (index, S, problem at S, inputs in the candidate's dtype, the same values in float64).
+
+    The float64 reference runs on exactly the rounded values the candidate sees.
+    """
+    dtype = TORCH_DTYPES[problem.dtype]
+    for i, S in enumerate(lengths or default_lengths(problem)):
+        p = problem.with_length(S)
+        x_dt = cast(make_inputs(p, seed=seed * 1000 + i, device=device), dtype)
+        yield i, S, p, x_dt, cast(x_dt, torch.float64, state=torch.float64)
+
+
 def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
                      device: str | torch.device = "cpu",
                      lengths: Optional[Sequence[int]] = None) -> ValidationResult:
     """Check a forward candidate at two lengths on fresh inputs; never raises for a bad kernel."""
-    dtype = TORCH_DTYPES[problem.dtype]
-    tol = TOLERANCES[problem.dtype]
-    result = ValidationResult()
-    for i, S in enumerate(lengths or default_lengths(problem)):
-        p = problem.with_length(S)
-        # the candidate's inputs, rounded to its dtype; float64 runs on exactly these values
-        x_dt = cast(make_inputs(p, seed=seed * 1000 + i, device=device), dtype)
-        x64 = cast(x_dt, torch.float64, state=torch.float64)
+    dtype, tol, result = TORCH_DTYPES[problem.dtype], TOLERANCES[problem.dtype], ValidationResult()
+    for i, S, p, x_dt, x64 in _checks(problem, lengths, seed, device):
         with torch.no_grad():
             y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens)
             y_dt, h_dt = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens)
@@ -231,13 +237,8 @@ def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: st
     dy and dh_T are fresh random draws; gradients are compared as whole tensors
     (relative Frobenius) under the same factor-and-floor table as the forward.
     """
-    dtype = TORCH_DTYPES[problem.dtype]
-    tol = TOLERANCES[problem.dtype]
-    result = ValidationResult()
-    for i, S in enumerate(lengths or default_lengths(problem)):
-        p = problem.with_length(S)
-        x_dt = cast(make_inputs(p, seed=seed * 1000 + i, device=device), dtype)
-        x64 = cast(x_dt, torch.float64, state=torch.float64)
+    dtype, tol, result = TORCH_DTYPES[problem.dtype], TOLERANCES[problem.dtype], ValidationResult()
+    for i, S, p, x_dt, x64 in _checks(problem, lengths, seed, device):
         g = torch.Generator(device="cpu").manual_seed(seed * 1000 + 500 + i)
         y64, h64, g64 = _reference_grads(x64, clip, *_cotangents(p, g, device), torch.float64)
         dy, dh_T = _cotangents(p, g.manual_seed(seed * 1000 + 500 + i), device)
