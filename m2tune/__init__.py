@@ -9,6 +9,9 @@ from .reference import m2rnn_reference
 
 __all__ = [
     "__version__",
+    "M2RNN",
+    "M2RNNState",
+    "m2rnn",
     "InputError",
     "Inputs",
     "KernelConfig",
@@ -17,3 +20,14 @@ __all__ = [
     "shape",
     "m2rnn_reference",
 ]
+
+
+_LAZY = {"m2rnn": ".ops", "M2RNN": ".layer", "M2RNNState": ".layer"}
+
+
+def __getattr__(name: str):
+    # the op registers torch custom ops and the layer builds on it: load them on first use
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'm2tune' has no attribute {name!r}")
