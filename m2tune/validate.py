@@ -37,6 +37,10 @@ class Tolerance:
     factor: float
     floor: float
     why: str
+    cap: float = float("inf")      # absolute ceiling, whatever the reference at dtype does
+
+    def limit(self, e_ref: float) -> float:
+        return min(self.factor * e_ref + self.floor, self.cap)
 
 
 # One table for every check. The factor allows a kernel that rounds
@@ -50,8 +54,12 @@ TOLERANCES: dict[str, Tolerance] = {
                                     "2e-5 is 100x under the smallest planted fault"),
     "bfloat16": Tolerance(2.0, 2e-3, "the bf16 reference keeps its state in bf16 and lands near 1e-2; "
                                      "an honest kernel (fp32 state, bf16 I/O) lands below it; a kernel "
-                                     "may be up to 2x worse than the plain bf16 recurrence"),
-    "float16": Tolerance(2.0, 5e-4, "as bf16, with 3 more mantissa bits"),
+                                     "may be up to 2x worse than the plain bf16 recurrence. Cap 5e-2: "
+                                     "the plain bf16 recurrence's gradients are off by O(1) at S=512 "
+                                     "(H200, bench/results/2026-11-29-h200-training), so the factor "
+                                     "alone would admit any gradient; fp32-state kernels land near 3e-3",
+                          cap=5e-2),
+    "float16": Tolerance(2.0, 5e-4, "as bf16, with 3 more mantissa bits", cap=2e-2),
 }
 
 
@@ -206,7 +214,7 @@ def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
             e_ref = relative_error(low, ref, p, time_dim)
             e = relative_error(out, ref, p, time_dim)
             finite = bool(torch.isfinite(out).all())
-            result.checks.append(OutputCheck(name, S, e, e_ref, tol.factor * e_ref + tol.floor, finite))
+            result.checks.append(OutputCheck(name, S, e, e_ref, tol.limit(e_ref), finite))
     return result
 
 
@@ -262,7 +270,7 @@ def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: st
                 e_ref = relative_error(low, ref, p, time_dim)
                 e = relative_error(out, ref, p, time_dim)
             finite = bool(torch.isfinite(out).all())
-            result.checks.append(OutputCheck(name, S, e, e_ref, tol.factor * e_ref + tol.floor, finite))
+            result.checks.append(OutputCheck(name, S, e, e_ref, tol.limit(e_ref), finite))
     return result
 
 

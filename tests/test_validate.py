@@ -1,4 +1,5 @@
 """The validator itself: it must fail what is wrong and pass what is honest."""
+import pytest
 import torch
 
 from m2tune import status
@@ -55,3 +56,10 @@ def test_error_is_the_worst_sequence():
 def test_two_lengths_short_and_four_times():
     r = validate_forward(P, reference_candidate(), seed=2)
     assert sorted({c.length for c in r.checks}) == [2, 8]
+
+
+def test_bf16_limit_is_capped_when_the_reference_itself_is_wrong():
+    from m2tune.validate import TOLERANCES
+    tol = TOLERANCES["bfloat16"]
+    assert tol.limit(1e-2) == pytest.approx(2.2e-2)
+    assert tol.limit(0.8) == tol.cap   # an O(1)-wrong reference gradient must not admit O(1) errors
