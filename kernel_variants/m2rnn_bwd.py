@@ -41,15 +41,14 @@ num_warps, num_stages. The state and every accumulation are fp32.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from kernel_variants.m2rnn_fwd import (_dot, _interpreting, _load_step, _load_w, _matmul, _sequences, _tanh,
-                                       _tile)
+from kernel_variants.m2rnn_fwd import (_accumulate, _bv, _dot, _interpreting, _load_step, _load_w, _matmul,
+                                       _sequences, _tanh, _tile, common_reason, register_reason)
 from m2tune.inputs import Inputs
 from m2tune.problem import KernelConfig, Problem
 
@@ -73,8 +72,6 @@ PARAMS: dict[str, tuple[Any, ...]] = {
     "num_stages": (1, 2, 3),
 }
 DEFAULT = KernelConfig.of(NAME, {name: values[0] for name, values in PARAMS.items()})
-
-_MAX_REGS_PER_THREAD = 255
 
 
 @triton.jit
@@ -259,37 +256,20 @@ def m2rnn_bwd_kernel(
             tok = bos + t
             q_offs = (tok * Nq + hq) * K + rows_k
             k_offs = (tok * Nk + hk) * K + rows_k
-            if DQ_ATOMIC:
-                tl.atomic_add(dq_base + q_offs, dqt, mask=act, sem="relaxed")
-            else:
-                tl.store(dq_base + q_offs, dqt.to(dq_ptr.dtype.element_ty), mask=act)
-            if DK_ATOMIC:
-                tl.atomic_add(dk_base + k_offs, dkt, mask=act, sem="relaxed")
-            else:
-                tl.store(dk_base + k_offs, dkt.to(dk_ptr.dtype.element_ty), mask=act)
+            _accumulate(dq_base, q_offs, dqt, act, DQ_ATOMIC)
+            _accumulate(dk_base, k_offs, dkt, act, DK_ATOMIC)
             b_act = b_ok & (t < len_y)
             v_offs = ((bos_y + t) * Nv + hv)[:, None] * V + cols[None, :]
             v_mask = b_act[:, None] & col_ok[None, :]
             f_offs = (bos_y + t) * Nf + hf
-            if DV_ATOMIC:
-                tl.atomic_add(dv_base + v_offs, dvt, mask=v_mask, sem="relaxed")
-            else:
-                tl.store(dv_base + v_offs, dvt.to(dv_ptr.dtype.element_ty), mask=v_mask)
-            if DF_ATOMIC:
-                tl.atomic_add(df_base + f_offs, dft, mask=b_act, sem="relaxed")
-            else:
-                tl.store(df_base + f_offs, dft.to(df_ptr.dtype.element_ty), mask=b_act)
+            _accumulate(dv_base, v_offs, dvt, v_mask, DV_ATOMIC)
+            _accumulate(df_base, f_offs, dft, b_act, DF_ATOMIC)
 
     # dW partial of this program, reduced over programs and shared heads by the launcher
     tl.store(dw_ptr + prog.to(tl.int64) * V * V + cols[:, None] * V + cols[None, :], dw,
              mask=col_ok[:, None] & col_ok[None, :])
     if HAS_H0:
         tl.store(dh0_ptr + st_offs, dh.to(dh0_ptr.dtype.element_ty), mask=st_mask)
-
-
-def _bv(problem: Problem, config: KernelConfig) -> int:
-    bv = triton.next_power_of_2(problem.V)
-    return max(bv, 16) if config["MATMUL"] != "fma" else bv
 
 
 def _grid(problem: Problem, config: KernelConfig) -> tuple[int, int, int]:
@@ -328,27 +308,13 @@ def extra_bytes(problem: Problem, config: KernelConfig) -> int:
 
 def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) -> str | None:
     """Why `config` cannot run `problem` (None if it can), decided before compiling."""
+    reason = common_reason(problem, config, NAME, PARAMS, interpreter=interpreter)
+    if reason:
+        return reason
     params = config.as_dict()
-    if config.variant != NAME:
-        return f"config is for variant {config.variant!r}, not {NAME!r}"
-    missing = sorted(set(PARAMS) - set(params))
-    unknown = sorted(set(params) - set(PARAMS))
-    if missing or unknown:
-        return f"parameters missing {missing} / unknown {unknown}"
-    for name, value in params.items():
-        if value not in PARAMS[name]:
-            return f"{name}={value!r} not in {list(PARAMS[name])}"
     bk, bb, mm, ck = params["BLOCK_K"], params["BLOCK_B"], params["MATMUL"], params["CKPT"]
-    if bk > 1 and bk // 2 >= problem.K:
-        return f"BLOCK_K={bk} is at least twice K={problem.K}: same work as a smaller block"
-    if bb > 1 and bb // 2 >= problem.B:
-        return f"BLOCK_B={bb} is at least twice the {problem.B} sequences: same work as a smaller block"
     if ck > min(PARAMS["CKPT"]) and ck // 2 >= problem.S:
         return f"CKPT={ck} is at least twice S={problem.S}: same work as a smaller chunk, more scratch"
-    if params["TANH"] == "approx" and interpreter:
-        return "TANH=approx is PTX (tanh.approx.f32) and cannot run in the Triton interpreter"
-    if problem.dtype == "float32" and mm in ("dot_tf32", "dot_bf16"):
-        return f"MATMUL={mm} rounds H below the fp32 problem's precision"
     bm, bv = bb * bk, _bv(problem, config)
     if mm != "fma" and bm < 16:
         return f"MATMUL={mm} needs BLOCK_B*BLOCK_K >= 16 (dW = H_prevᵀ da contracts over {bm} rows)"
@@ -358,10 +324,7 @@ def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) 
     per_thread += params["PREFETCH"] * (2 + params["STORE_Z"]) * bm * bv / threads
     if mm == "fma":
         per_thread += bm * bv * bv / threads                     # [BM, BV, BV] products
-    if per_thread > _MAX_REGS_PER_THREAD:
-        return (f"about {math.ceil(per_thread)} registers per thread for a {bm}x{bv} tile "
-                f"({mm}, {params['num_warps']} warps) exceeds {_MAX_REGS_PER_THREAD}")
-    return None
+    return register_reason(per_thread, bm, bv, config)
 
 
 def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: torch.Tensor,

@@ -129,6 +129,15 @@ def _load_w(w_ptr, hw, V, BV: tl.constexpr):
 
 
 @triton.jit
+def _accumulate(ptr, offs, val, mask, ATOMIC: tl.constexpr):
+    # add into a buffer several programs share (fp32 atomics), or store when this program is its only writer
+    if ATOMIC:
+        tl.atomic_add(ptr + offs, val, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _load_step(k_ptr, v_ptr, q_ptr, f_ptr, tok, valid, rows_k, cols, col_ok,
                hk, hv, hq, hf, Nq, Nk, Nv, Nf, K, V):
     # tok, valid, rows_k: [BM]; cols, col_ok: [BV]
@@ -220,10 +229,7 @@ def m2rnn_fwd_kernel(
         yb = tl.sum(tl.reshape(qt[:, None] * h, (BLOCK_B, BLOCK_K, BV)), axis=1)  # [BLOCK_B, BV]
         y_offs = ((bos_y + t) * N + n)[:, None] * V + cols[None, :]
         y_mask = (b_ok & (t < len_y))[:, None] & col_ok[None, :]
-        if SPLIT_K:
-            tl.atomic_add(y_ptr + y_offs, yb, mask=y_mask, sem="relaxed")
-        else:
-            tl.store(y_ptr + y_offs, yb.to(y_ptr.dtype.element_ty), mask=y_mask)
+        _accumulate(y_ptr, y_offs, yb, y_mask, SPLIT_K)
 
     tl.store(hT_ptr + st_offs, h.to(hT_ptr.dtype.element_ty), mask=st_mask)
 
@@ -240,18 +246,19 @@ def _bv(problem: Problem, config: KernelConfig) -> int:
     return max(bv, 16) if config["MATMUL"] != "fma" else bv
 
 
-def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) -> str | None:
-    """Why `config` cannot run `problem` (None if it can), decided before compiling."""
+def common_reason(problem: Problem, config: KernelConfig, name: str, params_allowed: dict,
+                  *, interpreter: bool) -> str | None:
+    """Checks every M²RNN template shares: names and values, blocks, tanh, precision."""
     params = config.as_dict()
-    if config.variant != NAME:
-        return f"config is for variant {config.variant!r}, not {NAME!r}"
-    missing = sorted(set(PARAMS) - set(params))
-    unknown = sorted(set(params) - set(PARAMS))
+    if config.variant != name:
+        return f"config is for variant {config.variant!r}, not {name!r}"
+    missing = sorted(set(params_allowed) - set(params))
+    unknown = sorted(set(params) - set(params_allowed))
     if missing or unknown:
         return f"parameters missing {missing} / unknown {unknown}"
-    for name, value in params.items():
-        if value not in PARAMS[name]:
-            return f"{name}={value!r} not in {list(PARAMS[name])}"
+    for key, value in params.items():
+        if value not in params_allowed[key]:
+            return f"{key}={value!r} not in {list(params_allowed[key])}"
     bk, bb, mm = params["BLOCK_K"], params["BLOCK_B"], params["MATMUL"]
     if bk > 1 and bk // 2 >= problem.K:
         return f"BLOCK_K={bk} is at least twice K={problem.K}: same work as a smaller block"
@@ -261,6 +268,24 @@ def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) 
         return "TANH=approx is PTX (tanh.approx.f32) and cannot run in the Triton interpreter"
     if problem.dtype == "float32" and mm in ("dot_tf32", "dot_bf16"):
         return f"MATMUL={mm} rounds H below the fp32 problem's precision"
+    return None
+
+
+def register_reason(per_thread: float, bm: int, bv: int, config: KernelConfig) -> str | None:
+    """Reject a tile whose estimated live registers per thread would spill heavily."""
+    if per_thread > _MAX_REGS_PER_THREAD:
+        return (f"about {math.ceil(per_thread)} registers per thread for a {bm}x{bv} tile "
+                f"({config['MATMUL']}, {config['num_warps']} warps) exceeds {_MAX_REGS_PER_THREAD}")
+    return None
+
+
+def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) -> str | None:
+    """Why `config` cannot run `problem` (None if it can), decided before compiling."""
+    reason = common_reason(problem, config, NAME, PARAMS, interpreter=interpreter)
+    if reason:
+        return reason
+    params = config.as_dict()
+    bk, bb, mm = params["BLOCK_K"], params["BLOCK_B"], params["MATMUL"]
     bv = _bv(problem, config)
     threads = 32 * params["num_warps"]
     bm = bb * bk
@@ -270,10 +295,7 @@ def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) 
     per_thread *= 1 + params["PREFETCH"] / 2                     # each prefetched step is held live
     if mm == "fma":
         per_thread += bm * bv * bv / threads                     # [BM, BV, BV] products
-    if per_thread > _MAX_REGS_PER_THREAD:
-        return (f"about {math.ceil(per_thread)} registers per thread for a {bm}x{bv} tile "
-                f"({mm}, {params['num_warps']} warps) exceeds {_MAX_REGS_PER_THREAD}")
-    return None
+    return register_reason(per_thread, bm, bv, config)
 
 
 def launch(problem: Problem, config: KernelConfig, x: Inputs,

@@ -50,7 +50,8 @@ def _dim(name: str, t: torch.Tensor, axis: int, what: str, want: int) -> None:
         raise _fail(name, f"{what}={want} at dim {axis}", f"shape {tuple(t.shape)}")
 
 
-def _seqlens(cu: torch.Tensor, T: int) -> tuple[int, ...]:
+def seqlens_of(cu: torch.Tensor, T: int) -> tuple[int, ...]:
+    """Lengths of the packed sequences that cu_seqlens marks on a time axis of T steps (checked)."""
     if not isinstance(cu, torch.Tensor) or cu.dim() != 1 or cu.numel() < 2:
         raise _fail("cu_seqlens", "a 1-d tensor of num_seqs + 1 offsets",
                     f"{type(cu).__name__} {tuple(getattr(cu, 'shape', ()))}")
@@ -110,7 +111,7 @@ def problem_of(x: Inputs) -> Problem:
                         f"shape {tuple(x.q.shape)}")
         if x.cu_seqlens.device != device:
             raise _fail("cu_seqlens", f"device {device} (as q)", x.cu_seqlens.device)
-        seqlens = _seqlens(x.cu_seqlens, S)
+        seqlens = seqlens_of(x.cu_seqlens, S)
     nseq = len(seqlens) if seqlens is not None else B
 
     if x.h0 is not None:

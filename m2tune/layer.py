@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inputs import seqlens_of
+
 CONV_WIDTH = 4
 
 
@@ -115,21 +117,13 @@ class M2RNN(nn.Module):
             raise ValueError(f"M2RNN: `x` expected no empty dimension, got {tuple(x.shape)}")
         nseq = x.shape[0]
         if cu_seqlens is not None:
-            if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-                raise ValueError("M2RNN: `cu_seqlens` expected a 1-d tensor of num_seqs + 1 offsets, got "
-                                 f"{type(cu_seqlens).__name__} {tuple(getattr(cu_seqlens, 'shape', ()))}")
-            if cu_seqlens.dtype not in (torch.int32, torch.int64):
-                raise ValueError(f"M2RNN: `cu_seqlens` expected dtype int32 or int64, got {cu_seqlens.dtype}")
             if x.shape[0] != 1:
                 raise ValueError(f"M2RNN: `x` expected batch size 1 with cu_seqlens (packed sequences), "
                                  f"got shape {tuple(x.shape)}")
+            if not torch.compiler.is_compiling():       # reads the offsets: eager only
+                seqlens_of(cu_seqlens, x.shape[1])
             if cu_seqlens.device != x.device:
                 raise ValueError(f"M2RNN: `cu_seqlens` expected device {x.device} (as x), got {cu_seqlens.device}")
-            if not torch.compiler.is_compiling():
-                offs = cu_seqlens.tolist()
-                if offs[0] != 0 or offs[-1] != x.shape[1] or any(b <= a for a, b in zip(offs, offs[1:])):
-                    raise ValueError(f"M2RNN: `cu_seqlens` expected strictly increasing offsets from 0 to "
-                                     f"T={x.shape[1]}, got {offs}")
             nseq = cu_seqlens.numel() - 1
         if state is not None:
             if not isinstance(state, M2RNNState):

@@ -22,8 +22,9 @@ FAULTS = {
     "skipped-step": ("            h = h_new\n", "            h = tl.where(t == 3, h, h_new)\n",
                      PLAIN, SPLIT),
     "missing-one-minus-f": ("h_new = fb * h + (1.0 - fb) * z", "h_new = fb * h + z", PLAIN, SPLIT),
-    "y-not-summed-across-K-blocks": ('tl.atomic_add(y_ptr + y_offs, yb, mask=y_mask, sem="relaxed")',
-                                     "tl.store(y_ptr + y_offs, yb, mask=y_mask)", PLAIN, SPLIT),
+    # K split: y stored by each program instead of summed (last writer wins)
+    "y-not-summed-across-K-blocks": ("_accumulate(y_ptr, y_offs, yb, y_mask, SPLIT_K)",
+                                     "_accumulate(y_ptr, y_offs, yb, y_mask, False)", PLAIN, SPLIT),
     "varlen-off-by-one-at-end": (
         "seqlen = tl.load(cu_ptr + rows_b + 1, mask=row_ok, other=0).to(tl.int64) - bos",
         "seqlen = tl.load(cu_ptr + rows_b + 1, mask=row_ok, other=0).to(tl.int64) - bos - 1",
