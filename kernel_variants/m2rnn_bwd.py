@@ -36,7 +36,7 @@ CKPT=64 BLOCK_K=16 SLOTS=4 STORE_Z=0 (`extra_bytes()` computes it for any proble
   BLOCK_K=64 needs no dv accumulator, 297 MiB). Measured on an H200 (torch.cuda peak during
   forward + backward, beyond inputs and gradients): 439 MiB at the defaults.
 
-Tunable parameters (see PARAMS): CKPT, BLOCK_K, BLOCK_B, PREFETCH, MATMUL, TANH, STORE_Z, SLOTS,
+Tunable parameters (see PARAMS): CKPT, BLOCK_K, BLOCK_B, PREFETCH, MATMUL, TANH, DW_MATMUL, STORE_Z, SLOTS,
 num_warps, num_stages. The state and every accumulation are fp32.
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ import triton
 import triton.language as tl
 
 from kernel_variants.m2rnn_fwd import (_accumulate, _bv, _dot, _interpreting, _load_step, _load_w, _matmul,
-                                       _sequences, _tanh, _tile, common_reason, register_reason)
+                                       _sequences, _tanh, _tile, common_reason, compiled_info,
+                                       register_reason)
 from m2tune.inputs import Inputs
 from m2tune.problem import KernelConfig, Problem
 
@@ -64,6 +65,9 @@ PARAMS: dict[str, tuple[Any, ...]] = {
     # every product (H W in the recompute, da Wᵀ, H_{t-1}ᵀ da) at this precision, fp32 accumulate
     "MATMUL": ("fma", "dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16"),
     "TANH": ("exact", "approx"),
+    # precision of dW += H_{t-1}ᵀ da alone: off the step's chain, and its rounding errors average
+    # over B·S terms instead of compounding through the recurrence, so it may be cheaper
+    "DW_MATMUL": ("same", "dot_tf32", "dot_bf16"),
     # 1: the recompute also stores z_t (one more scratch buffer); 0: the sweep recomputes it
     "STORE_Z": (0, 1),
     # copies of the dq/dk/dv/df accumulators that heads sharing one input head spread over
@@ -110,7 +114,7 @@ def m2rnn_bwd_kernel(
     BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr, BV: tl.constexpr, CKPT: tl.constexpr,
     PREFETCH: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
     VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, CLIP: tl.constexpr,
-    STORE_Z: tl.constexpr, DQ_ATOMIC: tl.constexpr, DK_ATOMIC: tl.constexpr,
+    STORE_Z: tl.constexpr, DW_MATMUL: tl.constexpr, DQ_ATOMIC: tl.constexpr, DK_ATOMIC: tl.constexpr,
     DV_ATOMIC: tl.constexpr, DF_ATOMIC: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr,
 ):
     BM: tl.constexpr = BLOCK_B * BLOCK_K
@@ -246,7 +250,7 @@ def m2rnn_bwd_kernel(
                 dh = dh_new
 
             # ---- off the chain: gradients of this step's inputs ----
-            dw += _matmul_tn(hp, da, MATMUL, EMULATE_BF16_DOT)
+            dw += _matmul_tn(hp, da, DW_MATMUL, EMULATE_BF16_DOT)
             dqt = tl.sum(dyt * h_cur, axis=1)                                # [BM]
             dkt = tl.sum(da * vt, axis=1)                                    # [BM]
             dvt = tl.sum(tl.reshape(da * kt[:, None], (BLOCK_B, BLOCK_K, BV)), axis=1)   # [BLOCK_B, BV]
@@ -270,6 +274,10 @@ def m2rnn_bwd_kernel(
              mask=col_ok[:, None] & col_ok[None, :])
     if HAS_H0:
         tl.store(dh0_ptr + st_offs, dh.to(dh0_ptr.dtype.element_ty), mask=st_mask)
+
+
+def _dw_matmul(config: KernelConfig) -> str:
+    return config["MATMUL"] if config["DW_MATMUL"] == "same" else config["DW_MATMUL"]
 
 
 def _grid(problem: Problem, config: KernelConfig) -> tuple[int, int, int]:
@@ -315,9 +323,16 @@ def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) 
     bk, bb, mm, ck = params["BLOCK_K"], params["BLOCK_B"], params["MATMUL"], params["CKPT"]
     if ck > min(PARAMS["CKPT"]) and ck // 2 >= problem.S:
         return f"CKPT={ck} is at least twice S={problem.S}: same work as a smaller chunk, more scratch"
+    dw_mm = _dw_matmul(config)
+    if problem.dtype == "float32" and dw_mm in ("dot_tf32", "dot_bf16"):
+        return f"DW_MATMUL={dw_mm} rounds dW's factors below the fp32 problem's precision"
     bm, bv = bb * bk, _bv(problem, config)
     if mm != "fma" and bm < 16:
-        return f"MATMUL={mm} needs BLOCK_B*BLOCK_K >= 16 (dW = H_prevᵀ da contracts over {bm} rows)"
+        return f"MATMUL={mm} needs BLOCK_B*BLOCK_K >= 16 (tl.dot needs 16 rows)"
+    if dw_mm != "fma" and bm < 16:
+        return f"DW_MATMUL={dw_mm} needs BLOCK_B*BLOCK_K >= 16 (dW = H_prevᵀ da contracts over {bm} rows)"
+    if mm == "fma" and dw_mm != "fma":
+        return "DW_MATMUL with a dot needs a MATMUL dot too (the fma path pads V only to a power of 2)"
     threads = 32 * params["num_warps"]
     # live tiles: H_t, H_{t-1}, dH, g, z, da, dy; W, Wᵀ, dW; prefetched dy, H_{t-1} (, z)
     per_thread = (7 * bm * bv + 3 * bv * bv + 8 * bm) / threads
@@ -330,12 +345,13 @@ def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) 
 def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: torch.Tensor,
                     dy: torch.Tensor, dh_T: Optional[torch.Tensor], *,
                     gradient_clipping: Optional[float] = None,
-                    poison: bool = False) -> dict[str, torch.Tensor]:
+                    poison: bool = False, info: Optional[dict] = None) -> dict[str, torch.Tensor]:
     """Gradients {"q", "k", "v", "W", "f"(, "h0")} in the inputs' dtypes and shapes.
 
     ckpt: from the forward's `launch(..., ckpt_every=config["CKPT"])`. dy: like y (B, S, N, V);
     dh_T: like h_T, or None for zero. poison: fill every buffer the kernel must overwrite
-    completely with NaN instead of leaving it uninitialised (validation).
+    completely with NaN instead of leaving it uninitialised (validation). info: a dict to receive
+    the compiled kernel's registers and shared memory (see m2rnn_fwd.compiled_info).
     """
     p = config.as_dict()
     nseq, N, K, V, T = problem.B, problem.N, problem.K, problem.V, problem.tokens
@@ -376,7 +392,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
     dy = dy.contiguous()
     dh_T_ = dh_T.contiguous() if dh_T is not None else dy
-    m2rnn_bwd_kernel[grid](
+    kernel = m2rnn_bwd_kernel[grid](
         *cont, cu, ckpt.contiguous(), dy, dh_T_,
         scratch, scratch_z, bufs["q"], bufs["k"], bufs["v"], bufs["f"], dw_part,
         dh0 if dh0 is not None else dw_part,
@@ -386,11 +402,12 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
         BLOCK_K=p["BLOCK_K"], BLOCK_B=p["BLOCK_B"], BV=bv, CKPT=ck,
         PREFETCH=p["PREFETCH"], MATMUL=p["MATMUL"], TANH_APPROX=p["TANH"] == "approx",
         VARLEN=problem.is_varlen, HAS_H0=x.h0 is not None, HAS_DHT=dh_T is not None,
-        CLIP=gradient_clipping is not None, STORE_Z=bool(p["STORE_Z"]),
+        CLIP=gradient_clipping is not None, STORE_Z=bool(p["STORE_Z"]), DW_MATMUL=_dw_matmul(config),
         DQ_ATOMIC=plan["q"][1], DK_ATOMIC=plan["k"][1], DV_ATOMIC=plan["v"][1], DF_ATOMIC=plan["f"][1],
         EMULATE_BF16_DOT=_interpreting(),
         num_warps=p["num_warps"], num_stages=p["num_stages"],
     )
+    compiled_info(kernel, info)
     grads = {name: (buf.sum(0) if buf.shape[0] > 1 else buf[0]).to(dt) for name, buf in bufs.items()}
     grads["W"] = dw_part.sum((1, 2)).view(problem.Nw, N // problem.Nw, V, V).sum(1).to(x.W.dtype)
     if dh0 is not None:

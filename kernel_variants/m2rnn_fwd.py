@@ -298,12 +298,27 @@ def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) 
     return register_reason(per_thread, bm, bv, config)
 
 
+def compiled_info(kernel: Any, info: dict | None) -> None:
+    """Record what the compiler made of a launch (GPU only; the interpreter compiles nothing).
+
+    `kernel` is what `jit_fn[grid](...)` returns: a CompiledKernel on the GPU, None in the
+    interpreter. The tuner stores these with each trial; the performance model uses them for
+    occupancy (registers and shared memory per program).
+    """
+    if info is None or kernel is None or not hasattr(kernel, "n_regs"):
+        return
+    info.update(n_regs=int(kernel.n_regs), n_spills=int(kernel.n_spills),
+                shared=int(kernel.metadata.shared), num_warps=int(kernel.metadata.num_warps))
+
+
 def launch(problem: Problem, config: KernelConfig, x: Inputs,
-           y: torch.Tensor, h_T: torch.Tensor, *, ckpt_every: int = 0) -> torch.Tensor | None:
+           y: torch.Tensor, h_T: torch.Tensor, *, ckpt_every: int = 0,
+           info: dict | None = None) -> torch.Tensor | None:
     """Run the forward pass, writing every element of y (like v, N heads) and h_T (fp32 or any float).
 
     ckpt_every > 0 (backward, kernel_variants/m2rnn_bwd.py): also return the fp32 state at the
     start of every chunk of ckpt_every steps, shape (num_seqs, N, cdiv(S, ckpt_every), K, V).
+    info: a dict to receive the compiled kernel's n_regs, n_spills, shared (bytes), num_warps.
     """
     p = config.as_dict()
     nseq = problem.B
@@ -318,7 +333,7 @@ def launch(problem: Problem, config: KernelConfig, x: Inputs,
     if ckpt_every:  # backward checkpoints; chunks past a sequence's end stay unwritten
         ckpt = torch.empty((nseq, problem.N, triton.cdiv(problem.S, ckpt_every), problem.K, problem.V),
                            dtype=torch.float32, device=y.device)
-    m2rnn_fwd_kernel[grid](
+    kernel = m2rnn_fwd_kernel[grid](
         *cont, h0, cu, y_acc, h_T, ckpt if ckpt is not None else y_acc,
         nseq, problem.S, problem.N, problem.Nq, problem.Nk, problem.Nv, problem.Nw, problem.Nf,
         problem.K, problem.V,
@@ -328,6 +343,7 @@ def launch(problem: Problem, config: KernelConfig, x: Inputs,
         EMULATE_BF16_DOT=_interpreting(), CKPT=ckpt_every,
         num_warps=p["num_warps"], num_stages=p["num_stages"],
     )
+    compiled_info(kernel, info)
     if split_k:
         y.copy_(y_acc)
     return ckpt

@@ -23,4 +23,6 @@ def classify(exc: BaseException) -> str:
     text = str(exc)
     if "out of resource" in text.lower():
         return OUT_OF_RESOURCES
+    if "PassManager::run failed" in text:     # Triton's MLIR lowering gave up: a compile error
+        return COMPILE_ERROR
     return LAUNCH_ERROR

@@ -132,10 +132,12 @@ def test_clipping_bites_at_the_chosen_threshold():
         assert change > 0.05, f"clipping at {CLIP} barely changes d{n} ({change:.2e})"
 
 
-def test_bf16_inputs_store_grads_in_bf16(device):
+@pytest.mark.parametrize("matmuls", [dict(MATMUL="dot_bf16"), dict(MATMUL="dot_ieee", DW_MATMUL="dot_bf16")],
+                         ids=["all-bf16", "dW-only-bf16"])
+def test_bf16_inputs_store_grads_in_bf16(matmuls, device):
     """R = 1 copy and K unsplit: the kernel writes bf16 gradients directly (NaN-poisoned first)."""
     problem = Problem(B=1, S=12, K=16, V=16, Nv=2, Nw=2, Nf=2, dtype="bfloat16")
-    config = cfg(CKPT=16, BLOCK_K=16, MATMUL="dot_bf16", SLOTS=1)
+    config = cfg(CKPT=16, BLOCK_K=16, SLOTS=1, **matmuls)
     errors, _ = run_case(problem, config, clip=CLIP, device=device, dtype=torch.bfloat16)
     assert_close(errors, tol=3e-2)
 
@@ -161,6 +163,7 @@ def test_wrong_checkpoint_shape_is_refused():
     (cfg(BLOCK_B=8), "twice the 3 sequences"),
     (cfg(CKPT=128), "twice S"),
     (cfg(MATMUL="dot_tf32"), "precision"),
+    (cfg(MATMUL="dot_ieee", DW_MATMUL="dot_tf32"), "DW_MATMUL=dot_tf32 rounds"),
     (cfg(BLOCK_K=8, MATMUL="dot_ieee"), ">= 16"),
     (cfg(BLOCK_K=32, BLOCK_B=2, num_warps=1), "registers"),
     (cfg(BLOCK_K=3), "BLOCK_K=3 not in"),
@@ -192,6 +195,8 @@ GPU_CASES = [
     (GPU_PROBLEM, cfg(CKPT=32, BLOCK_K=16, MATMUL="fma", TANH="approx", PREFETCH=2, num_warps=1), CLIP),
     (GPU_PROBLEM, cfg(CKPT=64, BLOCK_K=64, MATMUL="dot_bf16", STORE_Z=1, num_warps=4), None),
     (GPU_PROBLEM, cfg(CKPT=16, BLOCK_K=16, BLOCK_B=2, MATMUL="dot_tf32", num_warps=2, SLOTS=8), CLIP),
+    (GPU_PROBLEM, cfg(CKPT=64, BLOCK_K=16, MATMUL="dot_tf32x3", DW_MATMUL="dot_tf32", TANH="approx",
+                      STORE_Z=1, num_warps=1, SLOTS=16), CLIP),
     (GPU_VARLEN, cfg(CKPT=64, BLOCK_K=32, BLOCK_B=2, MATMUL="dot_bf16", TANH="approx", num_warps=2), CLIP),
 ]
 
