@@ -110,5 +110,100 @@ def bench(shape_name: str, grid: Optional[str], dtype: Optional[str], reps: int,
         sys.exit(1)
 
 
+def _parse_params(text: Optional[str]) -> dict:
+    """'BLOCK_K=32,MATMUL=dot_tf32x3' -> {'BLOCK_K': 32, 'MATMUL': 'dot_tf32x3'} (ints where they parse)."""
+    params = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--config")
+        value = value.strip()
+        params[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
+    return params
+
+
+class _Bar:
+    """One tqdm bar per phase name ("compile", "time"), created on first use."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+        bar = self.bars.get(phase)
+        if bar is None:
+            bar = self.bars[phase] = tqdm(total=total, desc=phase, unit="cfg", leave=False)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Profiles folder to write <gpu-slug>/hardware.json into [default: the bundled profiles/].")
+@click.option("--refit", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Refit the constants of this hardware.json from its own raw rows (no GPU needed).")
+@click.option("--fwd-configs", default=48, show_default=True, help="Forward configs to time.")
+@click.option("--bwd-configs", default=36, show_default=True, help="Backward configs to time.")
+@click.option("--seed", default=0, show_default=True)
+def calibrate(out: Optional[Path], refit: Optional[Path], fwd_configs: int, bwd_configs: int, seed: int) -> None:
+    """Measure this GPU and write the performance model's hardware profile."""
+    from m2tune import calibrate as cal
+    from m2tune.resources import data_dir
+    if refit:
+        hw = cal.refit(refit)
+        refit.write_text(hw.to_json())
+        path = refit
+    else:
+        import torch
+        if not torch.cuda.is_available():
+            raise click.ClickException("calibrate measures a GPU and none is visible here "
+                                       "(--refit works without one)")
+        bar = _Bar()
+        try:
+            hw = cal.calibrate(fwd_configs=fwd_configs, bwd_configs=bwd_configs, seed=seed, progress=bar)
+        finally:
+            bar.close()
+        path = hw.save(out or data_dir("profiles"))
+    for line in cal.summary(hw):
+        click.echo(line)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--shape", "shape_name", default="paper-7b", show_default=True, type=click.Choice(sorted(SHAPES)))
+@click.option("--variant", default="m2rnn_fwd", show_default=True)
+@click.option("--target", default=None, help="GPU slug of the hardware profile [default: this GPU].")
+@click.option("--config", "config_text", default=None, help="Parameters that differ from the default, "
+              "e.g. BLOCK_K=32,MATMUL=dot_tf32x3.")
+def predict(shape_name: str, variant: str, target: Optional[str], config_text: Optional[str]) -> None:
+    """Predicted time of one config and the term that binds it (no GPU needed)."""
+    from m2tune import perfmodel, variants
+    from m2tune.hardware import HardwareProfileError, resolve_target
+    from m2tune.resources import data_dir
+    try:
+        hw = resolve_target(target, [data_dir("profiles")])
+    except HardwareProfileError as exc:
+        raise click.ClickException(str(exc)) from None
+    module = variants.load(variant)
+    config = module.DEFAULT.with_params(**_parse_params(config_text))
+    problem = named_shape(shape_name)
+    why = module.check(problem, config)
+    if why:
+        raise click.ClickException(f"{config.short()}: {why}")
+    pred = perfmodel.predict(problem, config, hw)
+    click.echo(f"predicted for {hw.name}: {pred.time_ms:.3f} ms ({pred.step_us:.3f} us/step), bound by {pred.bound}")
+    g = pred.geometry
+    click.echo(f"  {g.programs} programs, {g.occupancy} per SM (limit: {g.occupancy_limit}, "
+               f"{g.regs} registers{'' if g.regs_measured else ' estimated'}), {g.waves} wave(s)")
+    click.echo(f"  per step: latency {pred.latency_us:.3f} us, throughput {pred.throughput_us:.3f} us; "
+               f"memory {pred.memory_ms:.3f} ms, compute {pred.compute_ms:.3f} ms in all")
+    for name, us in sorted(pred.latency_terms.items(), key=lambda kv: -kv[1]):
+        if us > 0:
+            click.echo(f"    {name:<18} {us:.4f} us")
+
+
 if __name__ == "__main__":
     main()
