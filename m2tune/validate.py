@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from . import status
-from .inputs import Inputs
+from .inputs import Inputs, problem_of
 from .problem import KernelConfig, Problem
 from .reference import m2rnn_reference
 
@@ -271,6 +271,26 @@ def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: st
             finite = bool(torch.isfinite(out).all())
             result.checks.append(OutputCheck(name, S, e, e_ref, tol.limit(e_ref), finite))
     return result
+
+
+def variant_training(fwd_module: ModuleType, fwd_config: KernelConfig,
+                     bwd_module: ModuleType, bwd_config: KernelConfig) -> TrainFn:
+    """A training step from two templates: the forward storing checkpoints every CKPT steps
+    (the backward config's chunk), then the backward on them.
+
+    y and h_T start as NaN and the backward poisons its own buffers, so any
+    element either kernel leaves unwritten fails the check.
+    """
+    def run(x: Inputs, clip: Optional[float], dy: torch.Tensor, dh_T: torch.Tensor):
+        p = problem_of(x)            # the per-length problem validate_training built x for
+        lead = (1, p.tokens) if p.is_varlen else (p.B, p.S)
+        y = torch.full((*lead, p.N, p.V), float("nan"), dtype=x.q.dtype, device=x.q.device)
+        h_T = torch.full((p.B, p.N, p.K, p.V), float("nan"), dtype=torch.float32, device=x.q.device)
+        ckpt = fwd_module.launch(p, fwd_config, x, y, h_T, ckpt_every=bwd_config["CKPT"])
+        grads = bwd_module.launch_backward(p, bwd_config, x, ckpt, dy, dh_T,
+                                           gradient_clipping=clip, poison=True)
+        return y, h_T, grads
+    return run
 
 
 def _cotangents(p: Problem, g: torch.Generator, device):

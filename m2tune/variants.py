@@ -38,6 +38,18 @@ def use_interpreter_without_gpu() -> bool:
     return interpreting()
 
 
+def register(name: str, module_path: str) -> None:
+    """Make an extra template module loadable by name (tests' planted variants, experiments).
+
+    Explicit, so nothing outside the caller's code decides what runs. Registering
+    the same pair again is harmless; rebinding a name to another module is refused.
+    """
+    known = REGISTRY.get(name)
+    if known is not None and known != module_path:
+        raise ValueError(f"variant {name!r} is already registered as {known!r}, not {module_path!r}")
+    REGISTRY[name] = module_path
+
+
 def names() -> list[str]:
     return sorted(REGISTRY)
 
