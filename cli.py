@@ -205,5 +205,80 @@ def predict(shape_name: str, variant: str, target: Optional[str], config_text: O
             click.echo(f"    {name:<18} {us:.4f} us")
 
 
+@main.command()
+@click.option("--shape", "shape_name", default="paper-7b", show_default=True,
+              help="A named shape (m2tune shapes) or a bucket of the search space.")
+@click.option("--variant", default="m2rnn_fwd", show_default=True, type=click.Choice(["m2rnn_fwd", "m2rnn_bwd"]))
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "gpu", "model"]),
+              help="gpu: validate and time on this machine's GPUs; model: check in the Triton interpreter and "
+              "score with the performance model for --target (no GPU needed); auto: gpu if one is visible.")
+@click.option("--target", default=None, help="GPU slug whose hardware profile the model backend uses "
+              "(e.g. nvidia-h200) [default: this GPU].")
+@click.option("--trials", default=100, show_default=True, help="Scored trials wanted in the study "
+              "(a resumed study counts the ones it has).")
+@click.option("--sampler", default="tpe", show_default=True,
+              type=click.Choice(["tpe", "random", "grid", "cmaes", "gp"]))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--storage", default=None, help="Optuna storage URL [default: sqlite:///m2tune.db]; "
+              "a postgresql:// URL shared by several hosts makes them work on one study.")
+@click.option("--study", "study_name", default=None, help="Study name [default: variant/shape/gpu/backend].")
+@click.option("--gpus", default="0", show_default=True, help="GPU indices, one worker each, e.g. 0,1,2,3.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Skip candidates the model predicts far slower than the best so far (gpu backend).")
+@click.option("--trial-timeout", default=180.0, show_default=True, help="Seconds one trial may take.")
+@click.option("--reps", default=20, show_default=True, help="Timed repetitions per trial (gpu backend).")
+@click.option("--confirm", default=5, show_default=True, help="Top configs re-timed against the default at the end.")
+@click.option("--space", default=None, help="Search-space file [default: search_spaces/<variant>.yaml].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def tune(shape_name: str, variant: str, backend: str, target: Optional[str], trials: int, sampler: str,
+         seed: int, storage: Optional[str], study_name: Optional[str], gpus: str, prune: bool,
+         trial_timeout: float, reps: int, confirm: int, space: Optional[str], as_json: bool) -> None:
+    """Find the fastest validated config for one shape: an Optuna study, resumable."""
+    from m2tune import summary as summ
+    from m2tune import variants
+    from m2tune.hardware import HardwareProfileError
+    from m2tune.space import SpaceError
+    from m2tune.storage import DEFAULT_URL
+    from m2tune.tune import TuneError, TuneOptions, Tuner
+    if backend == "auto":
+        backend = "gpu" if variants.cuda_available() else "model"
+    try:
+        gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated GPU indices, got {gpus!r}", param_hint="--gpus") from None
+    opts = TuneOptions(variant=variant, shape=shape_name, backend=backend, target=target, trials=trials,
+                       sampler=sampler, seed=seed, storage=storage or DEFAULT_URL, study=study_name,
+                       gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps, confirm=confirm,
+                       space=space)
+    bar = None
+    if not as_json:
+        from tqdm import tqdm
+        bar = tqdm(total=trials, desc="trials", unit="trial", dynamic_ncols=True)
+
+    def show(progress) -> None:
+        if bar is None:
+            return
+        bar.update(progress.done - bar.n)
+        fails = {k: v for k, v in progress.categories.items() if k != "ok"}
+        best = f"{progress.best_ms:.4f} ms" if progress.best_ms is not None else "-"
+        bar.set_postfix_str(f"best {best}{' (predicted)' if backend == 'model' else ''} "
+                            f"ok {progress.categories.get('ok', 0)} "
+                            + " ".join(f"{k} {v}" for k, v in sorted(fails.items())))
+    try:
+        tuner = Tuner(opts, on_progress=show)
+        show(tuner.progress)
+        result = tuner.run()
+    except (TuneError, HardwareProfileError, SpaceError, KeyError) as exc:
+        raise click.ClickException(str(exc).strip('"')) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+        return
+    for line in summ.table(result):
+        click.echo(line)
+
+
 if __name__ == "__main__":
     main()

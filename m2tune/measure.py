@@ -16,9 +16,15 @@ from .problem import KernelConfig, Problem
 from .timing import Timing, time_cuda
 from .validate import TORCH_DTYPES, cast, make_inputs
 
-# The forward that makes the checkpoints for timing a backward config: any valid one will do
-# (its time is not counted); this one is fast on every GPU the templates compile for.
-CHECKPOINT_FORWARD = {"MATMUL": "dot_ieee", "BLOCK_K": 16, "num_warps": 1}
+# Forwards that make the checkpoints for a backward config (their time is not counted): the first
+# one the problem admits. Exact products (dot_ieee, fma) so the backward sees fp32-exact states.
+CHECKPOINT_FORWARDS = (
+    {"MATMUL": "dot_ieee", "BLOCK_K": 16, "num_warps": 1},
+    {"MATMUL": "dot_ieee", "BLOCK_K": 16, "num_warps": 4},
+    {"MATMUL": "dot_ieee", "BLOCK_K": 16, "BLOCK_B": 1, "num_warps": 8},
+    {"MATMUL": "fma", "BLOCK_K": 4, "num_warps": 1},
+    {"MATMUL": "fma", "BLOCK_K": 1, "num_warps": 1},
+)
 
 
 @dataclass
@@ -27,13 +33,14 @@ class Prepared:
     info: dict[str, Any]           # compiled kernel's registers / shared memory (after the first run)
 
 
-def checkpoint_forward(problem: Problem) -> KernelConfig:
+def checkpoint_forward(problem: Problem, *, interpreter: bool = False) -> KernelConfig:
+    """A valid forward config to make a backward's checkpoints on `problem`."""
     fwd = variants.load("m2rnn_fwd")
-    config = fwd.DEFAULT.with_params(**CHECKPOINT_FORWARD)
-    if problem.K < 16:
-        config = config.with_params(BLOCK_K=max(b for b in fwd.PARAMS["BLOCK_K"] if b <= problem.K),
-                                    MATMUL="fma")
-    return config
+    for params in CHECKPOINT_FORWARDS:
+        config = fwd.DEFAULT.with_params(**params)
+        if fwd.check(problem, config, interpreter=interpreter) is None:
+            return config
+    raise ValueError(f"no checkpointing forward config fits {problem.describe()}")
 
 
 def prepare(problem: Problem, config: KernelConfig, *, device: str = "cuda", seed: int = 0,

@@ -60,3 +60,32 @@ def load(name: str) -> ModuleType:
     except KeyError:
         raise UnknownVariant(f"unknown kernel variant {name!r}; known: {', '.join(names())}") from None
     return importlib.import_module(module)
+
+
+def source_hash(name: str) -> str:
+    """sha256 (16 hex digits) of a variant's source and the kernel_variants modules it imports.
+
+    Tuned configs record it: a config tuned for other kernel source is stale (issue: export).
+    """
+    import hashlib
+    import re
+
+    module = load(name)
+    seen: list[str] = []
+    todo = [module.__name__]
+    while todo:
+        mod_name = todo.pop()
+        if mod_name in seen:
+            continue
+        seen.append(mod_name)
+        source = _source(mod_name)
+        todo += re.findall(r"^from (kernel_variants\.\w+) import", source.decode(), flags=re.M)
+    digest = hashlib.sha256()
+    for mod_name in sorted(seen):
+        digest.update(_source(mod_name))
+    return digest.hexdigest()[:16]
+
+
+def _source(module_name: str) -> bytes:
+    with open(importlib.import_module(module_name).__file__, "rb") as fh:
+        return fh.read()

@@ -115,7 +115,8 @@ def _is_training(module: ModuleType) -> bool:
 
 
 def _forward_config(request: TrialRequest) -> KernelConfig:
-    return request.forward_config or variants.load("m2rnn_fwd").DEFAULT
+    from .measure import checkpoint_forward
+    return request.forward_config or checkpoint_forward(request.problem, interpreter=request.mode == INTERPRET)
 
 
 def check_request(request: TrialRequest) -> Optional[str]:

@@ -1,0 +1,76 @@
+"""Where studies live: an Optuna RDB storage (SQLite by default, PostgreSQL across hosts).
+
+Trials that were running when their process died (killed run, lost host) would stay RUNNING
+forever. Every running trial therefore sends a heartbeat; a trial whose heartbeat is older
+than the grace period is failed by the next run that opens the study, and its parameters are
+enqueued again once (Optuna's RetryHeartbeatStaleTrialCallback), so a resumed run loses no candidate.
+Completed trials are written when told, so a resumed run repeats none.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from typing import Any, Iterator, Optional
+
+DEFAULT_URL = "sqlite:///m2tune.db"
+HEARTBEAT_S = 10
+GRACE_S = 60
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Optuna's notes that its heartbeat and retry helpers are experimental or meant for
+    Study.optimize: m2tune drives ask/tell itself and records the heartbeats (Heartbeat below)."""
+    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
+def open_storage(url: str = DEFAULT_URL, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    if url in (":memory:", "memory"):
+        return optuna.storages.InMemoryStorage()
+    engine: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # several GPU threads and processes write one file: wait for the lock instead of failing
+        engine["connect_args"] = {"timeout": 60}
+    else:
+        engine["pool_pre_ping"] = True      # a database restart must not kill a long tuning run
+    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat every interval until stopped (no-op without support)."""
+
+    def __init__(self, storage: Any, trial_id: int) -> None:
+        self._storage, self._trial_id = storage, trial_id
+        self._stop = threading.Event()
+        interval: Optional[int] = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self._thread = None
+        if interval:
+            storage.record_heartbeat(trial_id)
+            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+            self._thread.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception:       # a lost connection is retried at the next beat
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> "Heartbeat":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,374 @@
+"""`m2tune tune`: one Optuna study per (kernel, shape, GPU), run by one worker per slot.
+
+A study is named after what it tunes (`m2rnn_fwd/paper-7b/nvidia-h200/gpu`) and lives in an
+Optuna storage (SQLite file by default, any RDB URL, PostgreSQL for several hosts). Every slot
+(a GPU of --gpus, or the CPU worker of the model backend) runs its own loop:
+
+    ask -> config (space defaults filled in) -> space constraints -> variant check()
+        -> same params already scored?  reuse that score (duplicate, nothing re-run)
+        -> model says far slower than the best so far?  pruned (GPU backend, --prune)
+        -> worker: validate, time (gpu) / interpreter check + model score (model)
+        -> tell: COMPLETE with the value, or FAIL with the failure category
+
+Each trial records its category, errors vs float64, timings or prediction, compiled resources,
+the GPU's clock and temperature, and the host and process that ran it. A killed run resumes:
+trials left RUNNING by a dead process of this host are failed and their parameters enqueued
+again at start, and other hosts' orphans are caught by the storage heartbeat (storage.py);
+completed trials are in the storage already, and their parameters are never run again.
+With the GPU backend a confirm stage re-times the top few and the default config interleaved,
+in fresh inputs, and picks the winner by the median over rounds.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from . import status, variants
+from .backends import GpuEvaluator, ModelEvaluator, Outcome
+from .problem import KernelConfig, Problem, shape as named_shape
+from .space import SearchSpace, load_space
+from .storage import DEFAULT_URL, Heartbeat, open_storage, quiet
+
+PRUNED = "pruned-by-model"
+DUPLICATE = "duplicate"
+CONSECUTIVE_DUPLICATES_LIMIT = 50     # a sampler that only re-proposes scored configs has converged
+
+
+class TuneError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    variant: str = "m2rnn_fwd"           # also the search-space file name, unless `space` is given
+    shape: str = "paper-7b"              # a named shape or a bucket of the search space
+    backend: str = "gpu"                 # "gpu" or "model"
+    target: Optional[str] = None         # model backend: GPU slug of the hardware profile
+    trials: int = 100                    # scored trials wanted in the study (duplicates not counted)
+    sampler: str = "tpe"
+    seed: int = 0
+    storage: str = DEFAULT_URL
+    study: Optional[str] = None
+    gpus: tuple[int, ...] = (0,)
+    prune: bool = True
+    prune_factor: float = 2.5            # prune when predicted > factor x predicted time of the best
+    trial_timeout_s: float = 180.0
+    reps: int = 20
+    confirm: int = 5                     # top configs re-timed in the confirm stage (gpu backend)
+    confirm_rounds: int = 3
+    lookahead: int = 4                   # gpu backend: trials compiling ahead of the one being timed
+    space: Optional[str] = None
+    profiles: tuple[str, ...] = ()       # folders searched for hardware.json (bundled profiles/ last)
+
+
+@dataclass
+class Progress:
+    """What the progress bar and the summary show; updated under the study lock."""
+    done: int = 0
+    best_ms: Optional[float] = None
+    categories: Counter = field(default_factory=Counter)
+
+
+def problem_for(space: SearchSpace, name: str) -> Problem:
+    for bucket in space.buckets:
+        if bucket.name == name:
+            return bucket.problem
+    return named_shape(name)
+
+
+def study_name(opts: TuneOptions, gpu_slug: str) -> str:
+    return opts.study or f"{opts.variant}/{opts.shape}/{gpu_slug}/{opts.backend}"
+
+
+def _hardware(opts: TuneOptions, required: bool):
+    from .hardware import HardwareProfileError, resolve_target
+    from .resources import data_dir
+    folders = [Path(p) for p in opts.profiles] + [data_dir("profiles")]
+    try:
+        return resolve_target(opts.target, folders)
+    except HardwareProfileError:
+        if required:
+            raise
+        return None
+
+
+class Tuner:
+    """One study, its slots, and the bookkeeping they share."""
+
+    def __init__(self, opts: TuneOptions, *, on_progress: Optional[Callable[[Progress], None]] = None) -> None:
+        import optuna
+
+        from . import samplers
+        if opts.backend not in ("gpu", "model"):
+            raise TuneError(f"unknown backend {opts.backend!r}; known: gpu, model")
+        self.opts = opts
+        self.space = load_space(opts.space or opts.variant)
+        if self.space.variant != opts.variant:
+            raise TuneError(f"search space {self.space.source} is for {self.space.variant}, not {opts.variant}")
+        self.module = variants.load(opts.variant)
+        self.problem = problem_for(self.space, opts.shape)
+        self.hw = _hardware(opts, required=opts.backend == "model")
+        if opts.backend == "gpu":
+            from .gpu import gpu_info
+            info = gpu_info()
+            if info is None:
+                raise TuneError("the gpu backend needs a CUDA GPU; without one use --backend model --target SLUG")
+            self.gpu_slug, self.gpu_name = info.slug, info.name
+        else:
+            self.gpu_slug, self.gpu_name = self.hw.slug, self.hw.name
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.name = study_name(opts, self.gpu_slug)
+        sampler = samplers.make(opts.sampler, seed=opts.seed, grid=self.space.grid_values())
+        with quiet():
+            self.storage = open_storage(opts.storage)
+            self.study = optuna.create_study(study_name=self.name, storage=self.storage, sampler=sampler,
+                                             direction="minimize", load_if_exists=True)
+        self.distributions = self.space.distributions()
+        self.lock = threading.Lock()
+        self.progress = Progress()
+        self.on_progress = on_progress
+        self._scored: dict[tuple, tuple[Optional[float], str, int]] = {}
+        self._best_config: Optional[KernelConfig] = None
+        self._duplicates_in_a_row = 0
+        self._prepare_study()
+
+    # ---- study set-up and resumption
+
+    def _prepare_study(self) -> None:
+        from .gpu import environment
+        attrs = self.study.user_attrs
+        identity = {"variant": self.opts.variant, "shape": self.opts.shape, "backend": self.opts.backend,
+                    "problem": self.problem.describe(), "gpu": self.gpu_slug}
+        if "identity" in attrs and attrs["identity"] != identity:
+            raise TuneError(f"study {self.name!r} in {self.opts.storage} tunes {attrs['identity']}, "
+                            f"not {identity}: pick another --study name")
+        if "identity" not in attrs:
+            self.study.set_user_attr("identity", identity)
+            self.study.set_user_attr("gpu_name", self.gpu_name)
+            self.study.set_user_attr("variant_hash", variants.source_hash(self.opts.variant))
+            self.study.set_user_attr("environment", _jsonable(environment()))
+            self.study.set_user_attr("space", str(self.space.source))
+        self._fail_orphans()
+        import optuna
+        from optuna.storages import fail_stale_trials
+        with quiet():
+            fail_stale_trials(self.study)
+        trials = self.study.get_trials(deepcopy=False)
+        for t in trials:
+            if "status" in t.user_attrs and t.state.is_finished():
+                self._remember(t.params, t.value, t.user_attrs["status"], t.number)
+        if not trials:
+            for params in self.space.starting_points():
+                searched = {k: v for k, v in params.items() if k in self.distributions}
+                self.study.enqueue_trial(searched, skip_if_exists=True)
+        self.progress.done = sum(1 for t in trials if t.user_attrs.get("status") not in (None, DUPLICATE))
+        for t in trials:
+            if t.user_attrs.get("status") not in (None, DUPLICATE):
+                self.progress.categories[t.user_attrs["status"]] += 1
+        ok = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+              and t.user_attrs.get("status") == status.OK]
+        if ok:
+            best = min(ok, key=lambda t: t.value)
+            self.progress.best_ms, self._best_config = best.value, self.space.config(best.params)
+
+    def _fail_orphans(self) -> None:
+        """Trials RUNNING in a process of this host that no longer exists: fail them, retry their params."""
+        import optuna
+        host = socket.gethostname()
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            owner = t.user_attrs.get("owner", {})
+            if owner.get("host") == host and not _alive(owner.get("pid", -1)):
+                try:
+                    self.storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+                    self.storage.set_trial_user_attr(t._trial_id, "orphaned", True)
+                except Exception:           # another resuming process got there first
+                    continue
+                self.study.enqueue_trial(t.params, skip_if_exists=False)
+
+    def _remember(self, params: dict, value: Optional[float], category: str, number: int) -> None:
+        self._scored.setdefault(tuple(sorted(params.items())), (value, category, number))
+
+    # ---- the loop
+
+    def _budget_left(self) -> bool:
+        import optuna
+        running = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        return (self.progress.done + running < self.opts.trials
+                and self._duplicates_in_a_row < CONSECUTIVE_DUPLICATES_LIMIT)
+
+    def run_slot(self, evaluator, precompiler=None, lookahead: int = 0) -> None:
+        """Ask, screen and score trials until the budget is spent.
+
+        With a precompiler, up to `lookahead` screened trials wait ahead of the one being scored,
+        their kernels compiling in other processes meanwhile (the GPU stays busy timing).
+        """
+        pending: deque = deque()
+        while True:
+            while len(pending) <= lookahead:
+                with self.lock:
+                    if not self._budget_left():
+                        break
+                    with quiet():
+                        trial = self.study.ask(self.distributions)
+                    trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+                beat = Heartbeat(self.storage, trial._trial_id)
+                config = self._screen(trial)
+                if config is None:
+                    beat.stop()
+                    continue
+                compiling = precompiler.submit(self.problem, config) if precompiler else None
+                pending.append((trial, config, beat, compiling))
+            if not pending:
+                return
+            trial, config, beat, compiling = pending.popleft()
+            try:
+                if compiling is not None:
+                    concurrent.futures.wait([compiling], timeout=self.opts.trial_timeout_s)
+                self._evaluate(trial, config, evaluator)
+            finally:
+                beat.stop()
+
+    def _screen(self, trial) -> Optional[KernelConfig]:
+        """The trial's config if it needs scoring; otherwise it is told here (duplicate, invalid, pruned)."""
+        import optuna
+        params = dict(trial.params)
+        config = self.space.config(params)
+        trial.set_user_attr("config", config.as_dict())
+        trial.set_user_attr("backend", self.opts.backend)
+        with self.lock:
+            previous = self._scored.get(tuple(sorted(params.items())))
+        if previous is not None:
+            value, category, number = previous
+            trial.set_user_attr("duplicate_of", number)
+            trial.set_user_attr("duplicate_status", category)
+            self._tell(trial, value if category == status.OK else None, DUPLICATE, params, count=False)
+            return None
+        why = [w for w in self.space.violations(params, self.problem) or
+               [self.module.check(self.problem, config)] if w]
+        if why:
+            trial.set_user_attr("message", "; ".join(why))
+            self._tell(trial, None, status.INVALID_CONFIG, params)
+            return None
+        if self._pruned(trial, config):
+            self._tell(trial, None, PRUNED, params, state=optuna.trial.TrialState.PRUNED)
+            return None
+        return config
+
+    def _evaluate(self, trial, config: KernelConfig, evaluator) -> None:
+        t0 = time.time()
+        outcome: Outcome = evaluator.evaluate(self.opts.variant, self.problem, config, seed=trial.number)
+        for key, value in outcome.result.as_dict().items():
+            if value not in (None, {}) and key != "status":
+                trial.set_user_attr(key, value)
+        for key, value in outcome.attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("predicted", outcome.predicted)
+        trial.set_user_attr("trial_s", round(time.time() - t0, 3))
+        self._tell(trial, outcome.value, outcome.result.status, dict(trial.params))
+
+    def _pruned(self, trial, config: KernelConfig) -> bool:
+        """GPU backend: skip a candidate the model predicts far slower than the best measured one."""
+        if not (self.opts.prune and self.opts.backend == "gpu" and self.hw is not None):
+            return False
+        from . import perfmodel
+        with self.lock:
+            best = self._best_config
+        if best is None:
+            return False
+        try:
+            mine = perfmodel.predict(self.problem, config, self.hw).time_ms
+            theirs = perfmodel.predict(self.problem, best, self.hw).time_ms
+        except perfmodel.ModelError:
+            return False
+        trial.set_user_attr("predicted_ms", mine)
+        if mine > self.opts.prune_factor * theirs:
+            trial.set_user_attr("message", f"predicted {mine:.3f} ms > {self.opts.prune_factor} x "
+                                           f"{theirs:.3f} ms predicted for the best so far")
+            return True
+        return False
+
+    def _tell(self, trial, value: Optional[float], category: str, params: dict, *, count: bool = True,
+              state=None) -> None:
+        import optuna
+        trial.set_user_attr("status", category)
+        with self.lock:
+            if value is not None:
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=state or optuna.trial.TrialState.FAIL)
+            if category != DUPLICATE:
+                self._remember(params, value, category, trial.number)
+                self._duplicates_in_a_row = 0
+            else:
+                self._duplicates_in_a_row += 1
+            if count:
+                self.progress.done += 1
+                self.progress.categories[category] += 1
+                if category == status.OK and (self.progress.best_ms is None or value < self.progress.best_ms):
+                    self.progress.best_ms = value
+                    self._best_config = self.space.config(params)
+            if self.on_progress:
+                self.on_progress(self.progress)
+
+    # ---- slots
+
+    def evaluators(self) -> list:
+        if self.opts.backend == "gpu":
+            return [GpuEvaluator(d, trial_timeout_s=self.opts.trial_timeout_s, reps=self.opts.reps)
+                    for d in self.opts.gpus]
+        return [ModelEvaluator(self.hw, trial_timeout_s=self.opts.trial_timeout_s)]
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        evaluators = self.evaluators()
+        try:
+            precompiler = None
+            if self.opts.backend == "gpu" and self.opts.lookahead > 0:
+                from .precompile import Precompiler
+                precompiler = Precompiler()
+            threads = [threading.Thread(target=self.run_slot, args=(e, precompiler, self.opts.lookahead),
+                                        name=f"m2tune-slot-{i}") for i, e in enumerate(evaluators)]
+            for t in threads:
+                t.start()
+            try:
+                for t in threads:
+                    t.join()
+            finally:
+                if precompiler is not None:
+                    precompiler.close()
+            confirm = None
+            if self.opts.backend == "gpu" and self.opts.confirm > 0:
+                from .confirm import confirm_top
+                confirm = confirm_top(self, evaluators[0])
+                self.study.set_user_attr("confirm", confirm)
+        finally:
+            for e in evaluators:
+                e.close()
+        wall = time.time() - started
+        self.study.set_user_attr("last_run_s", round(wall, 1))
+        from .summary import summarize
+        return summarize(self, wall_s=wall, confirm=confirm)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:             # exists, another user's
+        return True
+    return True
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+    return json.loads(json.dumps(value, default=str))
