@@ -280,5 +280,64 @@ def tune(shape_name: str, variant: str, backend: str, target: Optional[str], tri
         click.echo(line)
 
 
+@main.command()
+@click.option("--storage", required=True, help="Optuna storage URL of the studies (e.g. sqlite:///m2tune.db).")
+@click.option("--study", "studies", multiple=True, help="Study to export (repeatable) [default: all].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Profiles folder [default: the bundled profiles/].")
+def export(storage: str, studies: tuple[str, ...], out: Optional[Path]) -> None:
+    """Write the best validated config of each study into profiles/<gpu>/<kernel>.json."""
+    from m2tune.export import ExportError, export as run_export
+    from m2tune.resources import data_dir
+    try:
+        paths = run_export(storage, out or data_dir("profiles"), studies=studies or None)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--shape", "shape_name", default="paper-7b", show_default=True, type=click.Choice(sorted(SHAPES)))
+@click.option("--gpu", default=None, help="GPU name or slug to look up for [default: this machine's GPU].")
+@click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]))
+def show(shape_name: str, gpu: Optional[str], dtype: Optional[str]) -> None:
+    """What the m2rnn op would run for a shape on this machine, and why."""
+    import logging
+
+    from m2tune import runtime, variants
+    logging.basicConfig(format="%(message)s")
+    problem = named_shape(shape_name)
+    if dtype:
+        problem = problem.with_dtype(dtype)
+    gpu = gpu or runtime.current_gpu()
+    interp = variants.interpreting() or gpu is None
+    click.echo(f"{shape_name}: {problem.describe()}")
+    click.echo(f"GPU: {gpu or 'none (the op runs the Triton interpreter or the reference)'}; "
+               f"profile folders: {', '.join(str(f) for f in runtime.search_folders())}")
+    for kernel in ("m2rnn_fwd", "m2rnn_bwd"):
+        choice = runtime.lookup(kernel, problem, gpu=gpu, interpreter=interp and gpu is None)
+        click.echo("  " + choice.describe())
+        if choice.distance is not None:
+            click.echo(f"    bucket {choice.bucket}, distance {choice.distance:.2f}")
+        for why in choice.skipped:
+            click.echo(f"    skipped: {why}")
+
+
+@main.command()
+@click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def check(folders: tuple[Path, ...]) -> None:
+    """Validate every tuned-config file (schema, staleness); exit 1 on any problem."""
+    from m2tune.profile_check import check_folder
+    from m2tune.runtime import search_folders
+    problems = 0
+    for folder in folders or search_folders():
+        for line, ok in check_folder(folder):
+            click.echo(("  ok   " if ok else "  FAIL ") + line)
+            problems += not ok
+    if problems:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
     main()

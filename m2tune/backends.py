@@ -13,7 +13,8 @@ One evaluator per slot (a GPU, or a CPU worker): each owns one worker process.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
 
 from . import perfmodel, status
 from .hardware import HardwareProfile
@@ -58,16 +59,27 @@ def small_problem(problem: Problem) -> Problem:
                    dtype=problem.dtype, h0=problem.h0, **heads)
 
 
+def model_config(config: KernelConfig) -> KernelConfig:
+    """The config the performance model scores: a variant that wraps another (tests' planted
+    faults, say) maps its configs onto the wrapped one with a `model_config` function."""
+    from . import variants
+    mapper = getattr(variants.load(config.variant), "model_config", None)
+    return mapper(config) if mapper else config
+
+
 class GpuEvaluator:
     name = "gpu"
 
-    def __init__(self, device: int, *, trial_timeout_s: float, reps: int = 20) -> None:
+    def __init__(self, device: int, *, trial_timeout_s: float, reps: int = 20,
+                 extra_variants: Mapping[str, str] = MappingProxyType({})) -> None:
         self.worker = Worker(device, GPU)
         self.device, self.trial_timeout_s, self.reps = device, trial_timeout_s, reps
+        self.extra_variants = dict(extra_variants)
 
     def evaluate(self, variant: str, problem: Problem, config: KernelConfig, *, seed: int) -> Outcome:
         request = TrialRequest(variant, problem, config, mode=GPU, device=self.device, seed=seed,
-                               lengths=validation_lengths(problem), reps=self.reps)
+                               lengths=validation_lengths(problem), reps=self.reps,
+                               extra_variants=self.extra_variants)
         result = self.worker.run(request, self.trial_timeout_s)
         return Outcome(result, result.median_ms if result.ok else None, predicted=False)
 
@@ -78,14 +90,17 @@ class GpuEvaluator:
 class ModelEvaluator:
     name = "model"
 
-    def __init__(self, hw: HardwareProfile, *, trial_timeout_s: float) -> None:
+    def __init__(self, hw: HardwareProfile, *, trial_timeout_s: float,
+                 extra_variants: Mapping[str, str] = MappingProxyType({})) -> None:
         self.worker = Worker(None, INTERPRET)
         self.hw, self.trial_timeout_s = hw, trial_timeout_s
+        self.extra_variants = dict(extra_variants)
 
     def evaluate(self, variant: str, problem: Problem, config: KernelConfig, *, seed: int) -> Outcome:
         small = small_problem(problem)
         checked = config.with_params(TANH="exact") if config.get("TANH") == "approx" else config
-        request = TrialRequest(variant, small, checked, mode=INTERPRET, device=None, seed=seed)
+        request = TrialRequest(variant, small, checked, mode=INTERPRET, device=None, seed=seed,
+                               extra_variants=self.extra_variants)
         result = self.worker.run(request, self.trial_timeout_s)
         attrs = {"validated_at": small.describe()}
         if checked != config:
@@ -93,7 +108,7 @@ class ModelEvaluator:
         if not result.ok:
             return Outcome(result, None, predicted=True, attrs=attrs)
         try:
-            pred = perfmodel.predict(problem, config, self.hw)
+            pred = perfmodel.predict(problem, model_config(config), self.hw)
         except perfmodel.ModelError as exc:     # e.g. cannot be resident on the target GPU
             failed = replace(result, status=status.OUT_OF_RESOURCES, message=f"predicted: {exc}")
             return Outcome(failed, None, predicted=True, attrs=attrs)

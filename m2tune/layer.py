@@ -103,6 +103,27 @@ class M2RNN(nn.Module):
                 f"forget_gate={self.forget_gate}, use_conv={self.use_conv}, "
                 f"use_residual={self.use_residual}, gradient_clipping={self.gradient_clipping}")
 
+    def problem(self, batch: int, seqlen: int, dtype: torch.dtype, *, with_state: bool = False):
+        """The recurrence problem this layer solves for (batch, seqlen) inputs of `dtype`."""
+        from .problem import Problem
+        return Problem(B=batch, S=seqlen, K=self.head_k, V=self.head_v, Nq=self.num_q_heads,
+                       Nk=self.num_k_heads, Nv=self.num_v_heads, Nw=self.num_w_heads, Nf=self.num_f_heads,
+                       dtype=str(dtype).removeprefix("torch."), h0=with_state)
+
+    def kernel_choices(self, batch: int, seqlen: int, dtype: torch.dtype = torch.bfloat16, *,
+                       gpu: Optional[str] = None, with_state: bool = False) -> dict[str, Any]:
+        """Which forward and backward kernel configs a call with (batch, seqlen) inputs runs, and why.
+
+        The same lookup the op makes (m2tune.runtime: tuned profiles for `gpu`, default: this
+        machine's GPU, else the default config), so what it says is what runs.
+        """
+        from . import runtime
+        from .ops import choices_for
+        from .variants import interpreting
+        problem = self.problem(batch, seqlen, dtype, with_state=with_state)
+        gpu = gpu or runtime.current_gpu()
+        return choices_for(problem, self.kernel_config, gpu=gpu, interpreter=gpu is None and interpreting())
+
     # ------------------------------------------------------------------ checks
     def _check(self, x, state, cu_seqlens) -> int:
         """Validate the inputs; return the number of sequences (rows of the state)."""

@@ -19,60 +19,46 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from . import variants
+from . import runtime, variants
 from .inputs import Inputs, problem_of
 from .problem import KernelConfig, Problem
 from .reference import m2rnn_reference
 
 ConfigLike = Union[KernelConfig, Mapping[str, Any], None]
 
-# Hand-picked GPU starting points until tuned profiles are looked up at run time:
-# the fastest fp32-accurate forward measured on the H200 (bench/results/
-# 2026-11-29-h200-forward-tf32x3); the backward mirrors its product and tanh.
-_GPU_FORWARD = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 32, "num_warps": 1}
-_GPU_BACKWARD = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 16, "num_warps": 1}
-
-
 def _kernels_available(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and variants.interpreting())
 
 
-def _fit(config: KernelConfig, problem: Problem) -> KernelConfig:
-    """Shrink default blocks and chunks that would exceed the problem (K rows, sequences, length)."""
-    cap = lambda n: 1 << max(0, (n - 1).bit_length())  # noqa: E731  (next power of two)
-    fitted = config.with_params(BLOCK_K=min(config["BLOCK_K"], cap(problem.K)),
-                                BLOCK_B=min(config["BLOCK_B"], cap(problem.B)))
-    if "CKPT" in config.as_dict():
-        choices = sorted(variants.load(config.variant).PARAMS["CKPT"])
-        fitting = [c for c in choices if c >= problem.S] or [choices[-1]]
-        fitted = fitted.with_params(CKPT=min(config["CKPT"], fitting[0]))
-    return fitted
+def choices_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = None,
+                interpreter: Optional[bool] = None) -> dict[str, runtime.Choice]:
+    """{"forward": Choice, "backward": Choice}: what the op runs `problem` with on GPU `gpu`.
 
-
-def _pick(variant: str, problem: Problem, given: ConfigLike, gpu_start: dict) -> KernelConfig:
-    module = variants.load(variant)
-    interp = variants.interpreting()
-    base = _fit(module.DEFAULT, problem)
-    if given is not None:
-        config = given if isinstance(given, KernelConfig) else base.with_params(**dict(given))
-        reason = module.check(problem, config, interpreter=interp)
+    A config given by the caller (a KernelConfig, or parameters over the template's default) is
+    checked and used; otherwise the runtime looks up tuned profiles (m2tune/runtime.py).
+    """
+    interp = variants.interpreting() if interpreter is None else interpreter
+    out = {}
+    for part, kernel in (("forward", "m2rnn_fwd"), ("backward", "m2rnn_bwd")):
+        given = (config or {}).get(part)
+        if given is None:
+            out[part] = runtime.lookup(kernel, problem, gpu=gpu, interpreter=interp)
+            continue
+        module = variants.load(kernel)
+        base = runtime.fit_to_problem(module.DEFAULT, problem)
+        chosen = given if isinstance(given, KernelConfig) else base.with_params(**dict(given))
+        reason = module.check(problem, chosen, interpreter=interp)
         if reason:
-            raise ValueError(f"m2rnn: `config` for {variant} cannot run {problem.describe()}: {reason}")
-        return config
-    candidates = [] if interp else [_fit(module.DEFAULT.with_params(**gpu_start), problem)]
-    reasons = []
-    for config in candidates + [base]:
-        reason = module.check(problem, config, interpreter=interp)
-        if reason is None:
-            return config
-        reasons.append(reason)
-    raise ValueError(f"m2rnn: no default {variant} config fits {problem.describe()}: {'; '.join(reasons)}")
+            raise ValueError(f"m2rnn: `config` for {kernel} cannot run {problem.describe()}: {reason}")
+        out[part] = runtime.Choice(kernel, chosen, "config argument", "given by the caller", gpu)
+    return out
 
 
-def _configs(problem: Problem, config: Any) -> tuple[KernelConfig, KernelConfig]:
-    config = config or {}
-    return (_pick("m2rnn_fwd", problem, config.get("forward"), _GPU_FORWARD),
-            _pick("m2rnn_bwd", problem, config.get("backward"), _GPU_BACKWARD))
+def configs_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = None,
+                interpreter: Optional[bool] = None) -> tuple[KernelConfig, KernelConfig]:
+    """(forward, backward) configs of choices_for."""
+    c = choices_for(problem, config, gpu=gpu, interpreter=interpreter)
+    return c["forward"].config, c["backward"].config
 
 
 def _from_json(text: str, part: str) -> KernelConfig:
@@ -202,7 +188,8 @@ def _plan(problem: Problem, device_type: str, config: Any, clip: float):
     kernels = problem.dtype != "float64" and _kernels_available(torch.device(device_type))
     if not kernels:
         return False, "", 0, problem.B, 0
-    fwd_config, bwd_config = _configs(problem, config)
+    gpu = runtime.current_gpu() if device_type == "cuda" else None
+    fwd_config, bwd_config = configs_for(problem, config, gpu=gpu)
     ckpt_every = bwd_config["CKPT"]
     return (True, _plan_json(fwd_config, bwd_config, clip), ckpt_every, problem.B,
             -(-problem.S // ckpt_every))

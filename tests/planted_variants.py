@@ -29,6 +29,11 @@ def inner(config: KernelConfig) -> KernelConfig:
     return KernelConfig.of(fwd.NAME, {k: v for k, v in config.params if k != "FAULT"})
 
 
+def model_config(config: KernelConfig) -> KernelConfig:
+    """What the performance model scores: the wrapped forward's config."""
+    return inner(config)
+
+
 def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) -> str | None:
     if config.variant != NAME:
         return f"config is for variant {config.variant!r}, not {NAME!r}"

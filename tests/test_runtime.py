@@ -1,0 +1,212 @@
+"""Runtime lookup of tuned configs, the shipped H200 profile, broken files, export round trip."""
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import triton
+from click.testing import CliRunner
+
+import cli
+from m2tune import runtime, variants
+from m2tune.ops import configs_for
+from m2tune.problem import Problem, shape
+from m2tune.profile_file import bucket_of, dumps
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "profiles" / "nvidia-h200"
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch):
+    monkeypatch.delenv(runtime.ENV_OVERRIDE, raising=False)
+    runtime.clear_cache()
+    yield
+    runtime.clear_cache()
+
+
+def shipped_entry(kernel, name):
+    data = json.loads((SHIPPED / f"{kernel}.json").read_text())
+    return next(e for e in data["entries"] if e["name"] == name)
+
+
+@pytest.mark.parametrize("name, slug", [
+    ("NVIDIA H200", "nvidia-h200"), ("NVIDIA H200 NVL", "nvidia-h200"), ("nvidia-h200", "nvidia-h200"),
+    ("NVIDIA H100 80GB HBM3", "nvidia-h100"), ("NVIDIA H100 PCIe", "nvidia-h100"),
+    ("NVIDIA A100-SXM4-80GB", "nvidia-a100"), ("Tesla V100-SXM2-16GB", "tesla-v100"),
+    ("NVIDIA GeForce RTX 4090", "nvidia-geforce-rtx-4090"),
+])
+def test_gpu_names_are_normalised(name, slug):
+    assert runtime.canonical_gpu(name) == slug
+
+
+@pytest.mark.parametrize("kernel", ["m2rnn_fwd", "m2rnn_bwd"])
+@pytest.mark.parametrize("shape_name", ["paper-7b", "paper-400m"])
+def test_shipped_h200_profile_gives_the_exact_bucket(kernel, shape_name):
+    choice = runtime.lookup(kernel, shape(shape_name), gpu="NVIDIA H200")
+    assert choice.source == str(SHIPPED / f"{kernel}.json")
+    assert choice.reason == f"exact bucket {shape_name}" and choice.measured and choice.distance == 0
+    expected = shipped_entry(kernel, shape_name)["config"]
+    assert {k: choice.config[k] for k in expected} == expected
+
+
+def test_nearest_bucket_by_the_documented_distance():
+    problem = Problem(B=8, S=2048, K=64, V=16, Nq=1, Nk=1, Nv=132, Nw=132, Nf=132)
+    choice = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200")
+    entries = json.loads((SHIPPED / "m2rnn_fwd.json").read_text())["entries"]
+    nearest = min((e for e in entries if e["measured"]), key=lambda e: runtime.distance(problem, e["bucket"]))
+    assert choice.bucket == nearest["name"] and choice.reason.startswith("nearest bucket")
+    assert choice.distance == pytest.approx(runtime.distance(problem, nearest["bucket"]))
+
+
+def test_distance_terms():
+    p = shape("paper-7b")
+    b = bucket_of(p)
+    assert runtime.distance(p, b) == 0
+    assert runtime.distance(p, {**b, "dtype": "float16"}) is None             # never across dtypes
+    assert runtime.distance(p, {**b, "K": 128}) == pytest.approx(4)           # 4 |log2 K/K'|
+    assert runtime.distance(p, {**b, "S": 1024}) == pytest.approx(1)          # 0.5 |log2 S/S'|
+    assert runtime.distance(p, {**b, "B": 8}) == pytest.approx(1)             # |log2 BN/B'N'|
+    assert runtime.distance(p, {**b, "Nq": 132, "Nk": 132}) == pytest.approx(2)   # sharing differs
+
+
+def test_untuned_gpu_gets_a_checked_default_and_one_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="m2tune.runtime")
+    for S in (1024, 2048):
+        choice = runtime.lookup("m2rnn_fwd", shape("paper-7b").with_length(S), gpu="NVIDIA B200")
+        assert choice.source == "default" and "no tuned m2rnn_fwd config for nvidia-b200" in choice.reason
+        assert variants.load("m2rnn_fwd").check(shape("paper-7b"), choice.config) is None
+    assert sum("nvidia-b200" in r.message for r in caplog.records) == 1
+
+
+def _write(folder: Path, gpu: str, kernel: str, entries, **header) -> Path:
+    doc = dict(gpu={"name": gpu, "slug": gpu, "capability": "9.0"},
+               versions={"triton": triton.__version__, "torch": "x", "m2tune": "x"},
+               variant_hash=variants.source_hash(kernel))
+    doc.update(header)
+    path = folder / gpu / f"{kernel}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(kernel, doc["gpu"], doc["versions"], doc["variant_hash"], entries))
+    return path
+
+
+def _entry(problem, config, *, measured=True, name="mine"):
+    return {"bucket": bucket_of(problem), "name": name, "config": config, "measured": measured, "time_ms": 1.0}
+
+
+def test_user_override_folder_wins(tmp_path, monkeypatch):
+    mine = {"BLOCK_K": 32, "MATMUL": "dot_tf32x3", "TANH": "approx", "num_warps": 2}
+    path = _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [_entry(shape("paper-7b"), mine)])
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    choice = runtime.lookup("m2rnn_fwd", shape("paper-7b"), gpu="nvidia-h200")
+    assert choice.source == str(path) and choice.config["num_warps"] == 2
+
+
+def test_measured_beats_predicted_and_unfit_entries_are_passed_over(tmp_path, monkeypatch):
+    p = shape("paper-7b")
+    predicted = _entry(p, {"BLOCK_K": 32, "MATMUL": "dot_tf32", "TANH": "approx"}, measured=False)
+    _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [predicted])
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    choice = runtime.lookup("m2rnn_fwd", p, gpu="nvidia-h200")
+    assert choice.measured and choice.source.startswith(str(SHIPPED))          # shipped measured entry
+    runtime.clear_cache()
+    unfit = _entry(p, {"BLOCK_K": 3, "MATMUL": "dot_bf16"})                     # BLOCK_K=3 is no choice
+    _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [unfit])
+    choice = runtime.lookup("m2rnn_fwd", p, gpu="nvidia-h200")
+    assert choice.source.startswith(str(SHIPPED))
+    assert any("does not fit" in s for s in choice.skipped)
+
+
+BROKEN = {
+    "corrupt": lambda path: path.write_text("{not json"),
+    "schema": lambda path: path.write_text(path.read_text().replace('"schema": 1', '"schema": 2')),
+    "other-gpu": lambda path: path.write_text(path.read_text().replace('"slug": "nvidia-h200"',
+                                                                      '"slug": "nvidia-a100"')),
+    "stale-triton": lambda path: path.write_text(path.read_text().replace(
+        f'"triton": "{triton.__version__}"', '"triton": "2.0.0"')),
+    "stale-source": lambda path: path.write_text(path.read_text().replace(
+        variants.source_hash("m2rnn_fwd"), "0123456789abcdef")),
+    "no-entries": lambda path: path.write_text(json.dumps({"schema": 1, "kernel": "m2rnn_fwd"})),
+    "bad-bucket": lambda path: path.write_text(path.read_text().replace('"K": 64', '"K": "sixty-four"')),
+}
+WORDS = {"corrupt": "not readable JSON", "schema": "schema 2", "other-gpu": "tuned for GPU",
+         "stale-triton": "stale, tuned with Triton 2.0.0", "stale-source": "stale, tuned for other",
+         "no-entries": "missing 'entries'", "bad-bucket": "must be integers"}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_files_are_skipped_with_one_warning(kind, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="m2tune.runtime")
+    path = _write(tmp_path, "nvidia-h200", "m2rnn_fwd",
+                  [_entry(shape("paper-7b"), {"BLOCK_K": 32, "MATMUL": "dot_tf32x3", "num_warps": 2})])
+    BROKEN[kind](path)
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    for S in (4096, 2048):                          # two lookups, one warning
+        choice = runtime.lookup("m2rnn_fwd", shape("paper-7b").with_length(S), gpu="nvidia-h200")
+        assert choice.source.startswith(str(SHIPPED))                         # fell through to shipped
+        assert any(WORDS[kind] in s for s in choice.skipped), choice.skipped
+    warnings = [r.message for r in caplog.records if str(path) in r.message]
+    assert len(warnings) == 1 and WORDS[kind] in warnings[0]
+
+
+def test_the_layer_and_the_op_use_the_looked_up_configs():
+    from m2tune import M2RNN
+    layer = M2RNN(256, 132, 64, 16, num_q_heads=1, num_k_heads=1)
+    choices = layer.kernel_choices(4, 4096, gpu="NVIDIA H200")
+    problem = shape("paper-7b")
+    assert choices["forward"] == runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200")
+    assert choices["backward"].reason == "exact bucket paper-7b"
+    # what the op would launch with on that GPU
+    assert configs_for(problem, None, gpu="nvidia-h200", interpreter=False) == (
+        choices["forward"].config, choices["backward"].config)
+    # under the Triton interpreter (CPU) the op never uses GPU profiles: PTX tanh cannot run there
+    fwd, _ = configs_for(problem, None, gpu=None, interpreter=True)
+    assert fwd == runtime.lookup("m2rnn_fwd", problem, interpreter=True).config and fwd["TANH"] == "exact"
+
+
+def test_cli_show_and_check(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(cli.main, ["show", "--shape", "paper-7b", "--gpu", "NVIDIA H200 NVL"])
+    assert out.exit_code == 0, out.output
+    assert "exact bucket paper-7b (measured)" in out.output and str(SHIPPED) in out.output
+    ok = runner.invoke(cli.main, ["check", str(ROOT / "profiles")])
+    assert ok.exit_code == 0 and "FAIL" not in ok.output, ok.output
+    path = _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [_entry(shape("paper-7b"), {"BLOCK_K": 16})])
+    BROKEN["stale-triton"](path)
+    bad = runner.invoke(cli.main, ["check", str(tmp_path)])
+    assert bad.exit_code == 1 and "FAIL" in bad.output and "stale" in bad.output
+
+
+def test_import_is_fast_and_pulls_in_no_tuning_libraries():
+    code = ("import time, sys; t = time.perf_counter(); import m2tune; from m2tune import runtime, M2RNN; "
+            "print(time.perf_counter() - t); print(','.join(m for m in ('optuna', 'pandas', 'plotly') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    seconds, loaded = out.stdout.strip().split("\n") + [""] * (2 - len(out.stdout.strip().split("\n")))
+    print(f"import m2tune + runtime + M2RNN: {float(seconds):.2f} s")
+    assert loaded == ""
+    assert float(seconds) < 20.0          # generous: torch's own import dominates (about 2-4 s here)
+
+
+def test_round_trip_study_to_file_to_lookup(tmp_path, monkeypatch):
+    """A real (model backend) study -> m2tune export -> the runtime picks its best config."""
+    from m2tune.export import export
+    from m2tune.tune import TuneOptions, Tuner
+    storage = f"sqlite:///{tmp_path}/s.db"
+    result = Tuner(TuneOptions(shape="small", backend="model", target="nvidia-h200", trials=2,
+                               storage=storage)).run()
+    (written,) = export(storage, tmp_path / "profiles")
+    assert written == tmp_path / "profiles" / "nvidia-h200" / "m2rnn_fwd.json"
+    text = written.read_text()
+    again = export(storage, tmp_path / "profiles")                   # stable, diff-friendly output
+    assert again == [written] and written.read_text() == text
+    entry = json.loads(text)["entries"][0]
+    assert entry["measured"] is False and entry["predicted_for"] == "nvidia-h200"
+    assert entry["trials"] == 2 and entry["study"] == result["study"]
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path / "profiles"))
+    choice = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200")
+    assert choice.reason == "exact bucket small" and choice.measured is False
+    assert choice.config.as_dict() == result["best"]["config"]
