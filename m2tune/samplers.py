@@ -3,6 +3,11 @@
 Names: tpe (default), random, grid, cmaes, gp. Every sampler is seeded. CMA-ES and GP need
 extra packages (cmaes; scipy) that m2tune does not install: asking for one without them
 gives an error that says what to install, not an ImportError from deep inside Optuna.
+
+A study is driven by `PerTrial`, which makes the named sampler afresh for every trial, seeded
+from (seed, trial number) (the grid sampler excepted: it hands out grid points by trial number). Trial numbers are unique within a study, so processes sharing one
+(several hosts on one PostgreSQL study, each started with the same --seed) do not all propose
+the same candidates, and a single-process run is still reproducible from its seed.
 """
 from __future__ import annotations
 
@@ -63,3 +68,50 @@ def make(name: str, *, seed: int, grid: Mapping[str, list[Any]]) -> Any:
     except KeyError:
         raise SamplerError(f"unknown sampler {name!r}; known: {', '.join(NAMES)}") from None
     return factory(seed, grid)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    import numpy
+    return int(numpy.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def per_trial(name: str, *, seed: int, grid: Mapping[str, list[Any]]) -> Any:
+    """The sampler `name` (checked now) as the tuner drives it: made afresh for every trial and
+    seeded from (seed, trial number); `exhausted(study)` says when a grid is used up."""
+    from optuna.samplers import BaseSampler, GridSampler
+
+    class PerTrial(BaseSampler):
+        # Optuna's samplers keep nothing between trials that is not in the storage, their RNG
+        # aside, so making one per trial changes only where their randomness comes from.
+        def __init__(self) -> None:
+            self.inner = make(name, seed=seed, grid=grid)
+
+        def before_trial(self, study, trial) -> None:
+            # not the grid sampler: its seed shuffles the grid, and grid ids recorded by earlier
+            # trials index that order (it hands trial n grid point n first, distinct anyway)
+            if name != "grid":
+                self.inner = make(name, seed=trial_seed(seed, trial.number), grid=grid)
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            # GridSampler's after_trial only calls study.stop() once its grid is used up, which
+            # raises outside study.optimize(); the tuner asks exhausted() instead
+            if not isinstance(self.inner, GridSampler):
+                self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+        def exhausted(self, study) -> bool:
+            return isinstance(self.inner, GridSampler) and self.inner.is_exhausted(study)
+
+    return PerTrial()

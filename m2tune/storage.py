@@ -9,13 +9,16 @@ Completed trials are written when told, so a resumed run repeats none.
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
+import time
 import warnings
 from typing import Any, Iterator, Optional
 
 DEFAULT_URL = "sqlite:///m2tune.db"
 HEARTBEAT_S = 10
 GRACE_S = 60
+SCHEMA_ATTEMPTS = 5
 
 
 @contextlib.contextmanager
@@ -40,8 +43,18 @@ def open_storage(url: str = DEFAULT_URL, *, heartbeat_s: int = HEARTBEAT_S, grac
         engine["connect_args"] = {"timeout": 60}
     else:
         engine["pool_pre_ping"] = True      # a database restart must not kill a long tuning run
-    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    import sqlalchemy.exc
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # hosts started together on a fresh database all create Optuna's tables; on PostgreSQL
+            # the losers fail ("type studydirection already exists") and find the tables on a retry
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 class Heartbeat:

@@ -4,17 +4,22 @@ A study is named after what it tunes (`m2rnn_fwd/paper-7b/nvidia-h200/gpu`) and 
 Optuna storage (SQLite file by default, any RDB URL, PostgreSQL for several hosts). Every slot
 (a GPU of --gpus, or the CPU worker of the model backend) runs its own loop:
 
-    ask -> config (space defaults filled in) -> space constraints -> variant check()
-        -> same params already scored?  reuse that score (duplicate, nothing re-run)
+    ask (budget left?) -> config (space defaults filled in)
+        -> same params scored by a trial of any process?  reuse that score (duplicate, nothing re-run);
+           being scored by an earlier one?  wait for it, then the same
+        -> space constraints -> variant check()
         -> model says far slower than the best so far?  pruned (GPU backend, --prune)
         -> worker: validate, time (gpu) / interpreter check + model score (model)
         -> tell: COMPLETE with the value, or FAIL with the failure category
 
-Each trial records its category, errors vs float64, timings or prediction, compiled resources,
-the GPU's clock and temperature, and the host and process that ran it. A killed run resumes:
-trials left RUNNING by a dead process of this host are failed and their parameters enqueued
-again at start, and other hosts' orphans are caught by the storage heartbeat (storage.py);
-completed trials are in the storage already, and their parameters are never run again.
+The budget (--trials scored trials, duplicates not counted) and the duplicate check are read from
+the storage, so processes and hosts sharing one study together score exactly --trials trials and
+no candidate twice. Each trial records its category, errors vs float64, timings or prediction,
+compiled resources, the GPU's clock and temperature, and the host and process that ran it. A
+killed run resumes: trials left RUNNING by a dead process of this host are failed (user attribute
+`orphaned`) and their parameters enqueued again, and other hosts' orphans are caught by the
+storage heartbeat (storage.py); completed trials are in the storage already, and their
+parameters are never run again.
 With the GPU backend a confirm stage re-times the top few and the default config interleaved,
 in fresh inputs, and picks the winner by the median over rounds.
 """
@@ -31,14 +36,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import status, variants
-from .backends import GpuEvaluator, ModelEvaluator, Outcome
+from .backends import GpuEvaluator, ModelEvaluator, Outcome, model_config
 from .problem import KernelConfig, Problem, shape as named_shape
 from .space import SearchSpace, load_space
-from .storage import DEFAULT_URL, Heartbeat, open_storage, quiet
+from .storage import DEFAULT_URL, GRACE_S, HEARTBEAT_S, Heartbeat, open_storage, quiet
 
 PRUNED = "pruned-by-model"
 DUPLICATE = "duplicate"
 CONSECUTIVE_DUPLICATES_LIMIT = 50     # a sampler that only re-proposes scored configs has converged
+WAIT_S = 0.5                          # polling while an earlier trial scores the same candidate
+UNDECIDED = object()                  # _screen: another trial may be scoring this candidate
 
 
 class TuneError(RuntimeError):
@@ -66,6 +73,8 @@ class TuneOptions:
     lookahead: int = 4                   # gpu backend: trials compiling ahead of the one being timed
     space: Optional[str] = None
     profiles: tuple[str, ...] = ()       # folders searched for hardware.json (bundled profiles/ last)
+    # variants outside the registry (name, module path), registered here and in every worker
+    extra_variants: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -109,6 +118,8 @@ class Tuner:
         if opts.backend not in ("gpu", "model"):
             raise TuneError(f"unknown backend {opts.backend!r}; known: gpu, model")
         self.opts = opts
+        for name, module_path in opts.extra_variants:
+            variants.register(name, module_path)
         self.space = load_space(opts.space or opts.variant)
         if self.space.variant != opts.variant:
             raise TuneError(f"search space {self.space.source} is for {self.space.variant}, not {opts.variant}")
@@ -125,7 +136,7 @@ class Tuner:
             self.gpu_slug, self.gpu_name = self.hw.slug, self.hw.name
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.name = study_name(opts, self.gpu_slug)
-        sampler = samplers.make(opts.sampler, seed=opts.seed, grid=self.space.grid_values())
+        sampler = samplers.per_trial(opts.sampler, seed=opts.seed, grid=self.space.grid_values())
         with quiet():
             self.storage = open_storage(opts.storage)
             self.study = optuna.create_study(study_name=self.name, storage=self.storage, sampler=sampler,
@@ -134,9 +145,10 @@ class Tuner:
         self.lock = threading.Lock()
         self.progress = Progress()
         self.on_progress = on_progress
-        self._scored: dict[tuple, tuple[Optional[float], str, int]] = {}
         self._best_config: Optional[KernelConfig] = None
         self._duplicates_in_a_row = 0
+        self._ownerless: dict[int, float] = {}      # trial id -> when first seen RUNNING without an owner
+        self._last_reap = time.monotonic()
         self._prepare_study()
 
     # ---- study set-up and resumption
@@ -155,100 +167,152 @@ class Tuner:
             self.study.set_user_attr("variant_hash", variants.source_hash(self.opts.variant))
             self.study.set_user_attr("environment", _jsonable(environment()))
             self.study.set_user_attr("space", str(self.space.source))
-        self._fail_orphans()
-        import optuna
-        from optuna.storages import fail_stale_trials
-        with quiet():
-            fail_stale_trials(self.study)
+        self._reap()
         trials = self.study.get_trials(deepcopy=False)
-        for t in trials:
-            if "status" in t.user_attrs and t.state.is_finished():
-                self._remember(t.params, t.value, t.user_attrs["status"], t.number)
         if not trials:
             for params in self.space.starting_points():
                 searched = {k: v for k, v in params.items() if k in self.distributions}
                 self.study.enqueue_trial(searched, skip_if_exists=True)
-        self.progress.done = sum(1 for t in trials if t.user_attrs.get("status") not in (None, DUPLICATE))
-        for t in trials:
-            if t.user_attrs.get("status") not in (None, DUPLICATE):
-                self.progress.categories[t.user_attrs["status"]] += 1
-        ok = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-              and t.user_attrs.get("status") == status.OK]
+        done = [t for t in trials if _scored(t)]
+        self.progress.done = len(done)
+        self.progress.categories.update(t.user_attrs["status"] for t in done)
+        ok = [t for t in done if t.user_attrs["status"] == status.OK and t.value is not None]
         if ok:
             best = min(ok, key=lambda t: t.value)
             self.progress.best_ms, self._best_config = best.value, self.space.config(best.params)
 
-    def _fail_orphans(self) -> None:
-        """Trials RUNNING in a process of this host that no longer exists: fail them, retry their params."""
-        import optuna
-        host = socket.gethostname()
-        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            owner = t.user_attrs.get("owner", {})
-            if owner.get("host") == host and not _alive(owner.get("pid", -1)):
-                try:
-                    self.storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
-                    self.storage.set_trial_user_attr(t._trial_id, "orphaned", True)
-                except Exception:           # another resuming process got there first
-                    continue
-                self.study.enqueue_trial(t.params, skip_if_exists=False)
+    def _reap(self) -> None:
+        """Fail the trials whose process is gone, so their candidates run again: this host's dead
+        processes (and trials never given an owner), then other hosts' by their stale heartbeat."""
+        from optuna.storages import fail_stale_trials
+        self._last_reap = time.monotonic()
+        self._fail_orphans()
+        with quiet():
+            fail_stale_trials(self.study)       # re-enqueued by the storage's retry callback
 
-    def _remember(self, params: dict, value: Optional[float], category: str, number: int) -> None:
-        self._scored.setdefault(tuple(sorted(params.items())), (value, category, number))
+    def _fail_orphans(self) -> None:
+        """Trials RUNNING in a process of this host that no longer exists: fail them, retry their params.
+
+        A trial is also an orphan when it has had no owner for longer than the heartbeat grace period:
+        its process died inside study.ask, before it could record one (or a heartbeat).
+        """
+        import optuna
+        host, now = socket.gethostname(), time.monotonic()
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            owner = t.user_attrs.get("owner")
+            if owner is None:
+                if now - self._ownerless.setdefault(t._trial_id, now) < GRACE_S:
+                    continue
+            elif owner.get("host") != host or _alive(owner.get("pid", -1)):
+                continue
+            try:
+                # attributes before the state: a finished trial's attributes cannot change. A status
+                # recorded just before the kill came without its value: the candidate is not scored.
+                self.storage.set_trial_user_attr(t._trial_id, "orphaned", True)
+                if t.user_attrs.get("status") is not None:
+                    self.storage.set_trial_user_attr(t._trial_id, "status", None)
+                self.storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue                    # another resuming process got there first
+            self.study.enqueue_trial(t.params, skip_if_exists=False)
 
     # ---- the loop
 
     def _budget_left(self) -> bool:
+        """Scored trials of every process sharing the study, plus the ones running, against --trials."""
         import optuna
-        running = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if time.monotonic() - self._last_reap > HEARTBEAT_S:
+            self._reap()                    # a dead worker's trial must not hold the budget forever
+        trials = self.study.get_trials(deepcopy=False)
+        self.progress.done = sum(1 for t in trials if _scored(t))
+        running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
         return (self.progress.done + running < self.opts.trials
-                and self._duplicates_in_a_row < CONSECUTIVE_DUPLICATES_LIMIT)
+                and self._duplicates_in_a_row < CONSECUTIVE_DUPLICATES_LIMIT
+                and not self.study.sampler.exhausted(self.study))
+
+    def _ask(self):
+        """A new trial with its owner recorded, or None when the budget is spent."""
+        import optuna
+        with self.lock:
+            while self._budget_left():
+                with quiet():
+                    trial = self.study.ask(self.distributions)
+                try:
+                    trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # a retried trial still carrying its dead owner was reaped while we asked
+                    # for it; the reaper enqueued its candidate again
+                    continue
+                return trial
+        return None
 
     def run_slot(self, evaluator, precompiler=None, lookahead: int = 0) -> None:
         """Ask, screen and score trials until the budget is spent.
 
         With a precompiler, up to `lookahead` screened trials wait ahead of the one being scored,
-        their kernels compiling in other processes meanwhile (the GPU stays busy timing).
+        their kernels compiling in other processes meanwhile (the GPU stays busy timing). A trial
+        whose candidate an earlier trial may still score waits in line undecided (not compiled):
+        it is settled when its turn comes, once that earlier trial is done.
         """
         pending: deque = deque()
         while True:
             while len(pending) <= lookahead:
-                with self.lock:
-                    if not self._budget_left():
-                        break
-                    with quiet():
-                        trial = self.study.ask(self.distributions)
-                    trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+                trial = self._ask()
+                if trial is None:
+                    break
                 beat = Heartbeat(self.storage, trial._trial_id)
                 config = self._screen(trial)
                 if config is None:
                     beat.stop()
                     continue
-                compiling = precompiler.submit(self.problem, config) if precompiler else None
+                compiling = (precompiler.submit(self.problem, config)
+                             if precompiler is not None and config is not UNDECIDED else None)
                 pending.append((trial, config, beat, compiling))
             if not pending:
                 return
             trial, config, beat, compiling = pending.popleft()
             try:
+                if config is UNDECIDED:
+                    config = self._screen(trial, wait=True)
+                    if config is None:
+                        continue
                 if compiling is not None:
                     concurrent.futures.wait([compiling], timeout=self.opts.trial_timeout_s)
                 self._evaluate(trial, config, evaluator)
             finally:
                 beat.stop()
 
-    def _screen(self, trial) -> Optional[KernelConfig]:
-        """The trial's config if it needs scoring; otherwise it is told here (duplicate, invalid, pruned)."""
+    def _screen(self, trial, *, wait: bool = False):
+        """The trial's config if it needs scoring; None when it was told here (over budget, duplicate,
+        invalid, pruned); UNDECIDED while an earlier trial may still score the same candidate, or,
+        with wait, waits until that trial is done.
+
+        Who scores a candidate is decided from the storage, so it holds across processes and hosts:
+        the lowest-numbered trial with those params that is not itself a duplicate. A later trial
+        waits for it, then records a duplicate of its outcome. An earlier trial still inside
+        study.ask (no owner yet, params not all set) may turn out to be one, so it is waited for too.
+        """
         import optuna
         params = dict(trial.params)
         config = self.space.config(params)
         trial.set_user_attr("config", config.as_dict())
         trial.set_user_attr("backend", self.opts.backend)
-        with self.lock:
-            previous = self._scored.get(tuple(sorted(params.items())))
-        if previous is not None:
-            value, category, number = previous
-            trial.set_user_attr("duplicate_of", number)
+        trials = self.study.get_trials(deepcopy=False)
+        if not wait and self._over_budget(trial, trials):
+            return None
+        while (earlier := _decided_by(trial, trials)) is UNDECIDED:
+            if not wait:
+                return UNDECIDED
+            time.sleep(WAIT_S)
+            if time.monotonic() - self._last_reap > HEARTBEAT_S:
+                with self.lock:
+                    self._reap()            # the trial waited for may belong to a dead process
+            trials = self.study.get_trials(deepcopy=False)
+        if earlier is not None:
+            category = earlier.user_attrs["status"]
+            trial.set_user_attr("duplicate_of", earlier.number)
             trial.set_user_attr("duplicate_status", category)
-            self._tell(trial, value if category == status.OK else None, DUPLICATE, params, count=False)
+            self._tell(trial, earlier.value if category == status.OK else None, DUPLICATE, params, count=False)
             return None
         why = [w for w in self.space.violations(params, self.problem) or
                [self.module.check(self.problem, config)] if w]
@@ -260,6 +324,23 @@ class Tuner:
             self._tell(trial, None, PRUNED, params, state=optuna.trial.TrialState.PRUNED)
             return None
         return config
+
+    def _over_budget(self, trial, trials: list) -> bool:
+        """Processes sharing the study may each ask for the last trial of the budget at once: the
+        one asked first (lowest number) keeps it. The others end theirs unscored, without a
+        status, and a candidate that came from the queue goes back into it."""
+        import optuna
+        running = optuna.trial.TrialState.RUNNING
+        ahead = sum(1 for t in trials if _scored(t) or (t.state == running and t.number < trial.number))
+        if ahead < self.opts.trials:
+            return False
+        trial.set_user_attr("message", "not run: the study's budget was taken by other workers' trials")
+        with self.lock:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        mine = next((t for t in trials if t.number == trial.number), None)
+        if mine is not None and ("fixed_params" in mine.system_attrs or "failed_trial" in mine.system_attrs):
+            self.study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+        return True
 
     def _evaluate(self, trial, config: KernelConfig, evaluator) -> None:
         t0 = time.time()
@@ -283,8 +364,8 @@ class Tuner:
         if best is None:
             return False
         try:
-            mine = perfmodel.predict(self.problem, config, self.hw).time_ms
-            theirs = perfmodel.predict(self.problem, best, self.hw).time_ms
+            mine = perfmodel.predict(self.problem, model_config(config), self.hw).time_ms
+            theirs = perfmodel.predict(self.problem, model_config(best), self.hw).time_ms
         except perfmodel.ModelError:
             return False
         trial.set_user_attr("predicted_ms", mine)
@@ -304,7 +385,6 @@ class Tuner:
             else:
                 self.study.tell(trial, state=state or optuna.trial.TrialState.FAIL)
             if category != DUPLICATE:
-                self._remember(params, value, category, trial.number)
                 self._duplicates_in_a_row = 0
             else:
                 self._duplicates_in_a_row += 1
@@ -321,19 +401,30 @@ class Tuner:
 
     def evaluators(self) -> list:
         if self.opts.backend == "gpu":
-            return [GpuEvaluator(d, trial_timeout_s=self.opts.trial_timeout_s, reps=self.opts.reps)
-                    for d in self.opts.gpus]
-        return [ModelEvaluator(self.hw, trial_timeout_s=self.opts.trial_timeout_s)]
+            return [GpuEvaluator(d, trial_timeout_s=self.opts.trial_timeout_s, reps=self.opts.reps,
+                                 extra_variants=dict(self.opts.extra_variants)) for d in self.opts.gpus]
+        return [ModelEvaluator(self.hw, trial_timeout_s=self.opts.trial_timeout_s,
+                               extra_variants=dict(self.opts.extra_variants))]
 
     def run(self) -> dict[str, Any]:
         started = time.time()
         evaluators = self.evaluators()
+        errors: list[BaseException] = []
+
+        def slot(evaluator, precompiler, lookahead: int) -> None:
+            try:
+                self.run_slot(evaluator, precompiler, lookahead)
+            except BaseException as exc:       # re-raised below: a dead slot must not pass for a done one
+                errors.append(exc)
+
         try:
             precompiler = None
             if self.opts.backend == "gpu" and self.opts.lookahead > 0:
                 from .precompile import Precompiler
                 precompiler = Precompiler()
-            threads = [threading.Thread(target=self.run_slot, args=(e, precompiler, self.opts.lookahead),
+            # trials are asked ahead only to compile while another is timed: not without a precompiler
+            lookahead = self.opts.lookahead if precompiler is not None else 0
+            threads = [threading.Thread(target=slot, args=(e, precompiler, lookahead),
                                         name=f"m2tune-slot-{i}") for i, e in enumerate(evaluators)]
             for t in threads:
                 t.start()
@@ -343,6 +434,8 @@ class Tuner:
             finally:
                 if precompiler is not None:
                     precompiler.close()
+            if errors:
+                raise errors[0]
             confirm = None
             if self.opts.backend == "gpu" and self.opts.confirm > 0:
                 from .confirm import confirm_top
@@ -355,6 +448,26 @@ class Tuner:
         self.study.set_user_attr("last_run_s", round(wall, 1))
         from .summary import summarize
         return summarize(self, wall_s=wall, confirm=confirm)
+
+
+def _scored(trial) -> bool:
+    """Counts towards --trials: finished with a category other than duplicate."""
+    return trial.state.is_finished() and trial.user_attrs.get("status") not in (None, DUPLICATE)
+
+
+def _decided_by(trial, trials: list):
+    """The scored trial whose outcome is this trial's (a duplicate of it), UNDECIDED while an
+    earlier trial may still score the same candidate, or None: this trial scores it."""
+    import optuna
+    key = tuple(sorted(trial.params.items()))
+    scored = [t for t in trials if _scored(t) and tuple(sorted(t.params.items())) == key]
+    if scored:
+        return min(scored, key=lambda t: t.number)
+    for t in trials:
+        if (t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number
+                and ("owner" not in t.user_attrs or tuple(sorted(t.params.items())) == key)):
+            return UNDECIDED
+    return None
 
 
 def _alive(pid: int) -> bool:

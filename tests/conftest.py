@@ -29,3 +29,27 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def device():
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback for the whole session (tests/pg.py). Missing server
+    binaries fail the test that needs it: CI must run it, so it is never skipped."""
+    from tests.pg import PostgresMissing, PostgresServer
+    try:
+        server, missing = PostgresServer(), None
+    except PostgresMissing as exc:
+        missing = str(exc)
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """An empty database of its own for one test: its storage URL."""
+    import re
+    return postgres_server.create_database(re.sub(r"\W", "_", request.node.name)[:60].lower())
