@@ -159,16 +159,26 @@ def fit_to_problem(config: KernelConfig, problem: Problem) -> KernelConfig:
 
 def default_choice(kernel: str, problem: Problem, *, gpu: Optional[str], interpreter: bool,
                    why: str, skipped: tuple[str, ...] = ()) -> Choice:
+    """The first config of the default ladder that check() accepts for `problem`.
+
+    Ladder: the GPU starting point (not in the interpreter: PTX tanh; then with an exact dW product,
+    which fp32 problems need), the template's own default, and that with exact tensor-core
+    products, each with 1, 2, 4, 8 warps: wide V (64) needs more threads to hold the state tiles.
+    """
     module = variants.load(kernel)
-    base = fit_to_problem(module.DEFAULT, problem)
-    candidates = [] if interpreter else [fit_to_problem(module.DEFAULT.with_params(**GPU_DEFAULTS[kernel]), problem)]
+    gpu_start = module.DEFAULT.with_params(**GPU_DEFAULTS[kernel])
+    exact_dw = gpu_start.with_params(DW_MATMUL="same") if "DW_MATMUL" in GPU_DEFAULTS[kernel] else gpu_start
+    starts = ([] if interpreter else [gpu_start, exact_dw]) + [   # exact dW: fp32 problems refuse tf32
+        module.DEFAULT, module.DEFAULT.with_params(MATMUL="dot_ieee")]
     reasons = []
-    for config in candidates + [base]:
-        reason = module.check(problem, config, interpreter=interpreter)
-        if reason is None:
-            return Choice(kernel, config, "default", f"default: {why}", gpu, skipped=skipped)
-        reasons.append(reason)
-    raise ValueError(f"m2rnn: no default {kernel} config fits {problem.describe()}: {'; '.join(reasons)}")
+    for start in starts:
+        for warps in (start["num_warps"], 2, 4, 8):
+            config = fit_to_problem(start.with_params(num_warps=warps), problem)
+            reason = module.check(problem, config, interpreter=interpreter)
+            if reason is None:
+                return Choice(kernel, config, "default", f"default: {why}", gpu, skipped=skipped)
+            reasons.append(reason)
+    raise ValueError(f"m2rnn: no default {kernel} config fits {problem.describe()}: {'; '.join(dict.fromkeys(reasons))}")
 
 
 def _usable(path: Path, kernel: str, gpu: str) -> tuple[Optional[Any], Optional[str]]:

@@ -81,6 +81,19 @@ def test_untuned_gpu_gets_a_checked_default_and_one_warning(caplog):
     assert sum("nvidia-b200" in r.message for r in caplog.records) == 1
 
 
+@pytest.mark.parametrize("problem", [shape("square-64"), Problem(B=2, S=64, K=128, V=64, Nv=8, Nw=8, Nf=8),
+                                     shape("tiny")], ids=["square-64", "k128-v64", "tiny-fp32"])
+@pytest.mark.parametrize("kernel", ["m2rnn_fwd", "m2rnn_bwd"])
+@pytest.mark.parametrize("interpreter", [False, True])
+def test_the_default_fits_wide_and_fp32_problems(problem, kernel, interpreter):
+    """V=64 needs more warps than the GPU starting point has; fp32 refuses tf32 dW: the ladder copes."""
+    choice = runtime.lookup(kernel, problem, gpu=None if interpreter else "NVIDIA B200", interpreter=interpreter)
+    assert choice.source == "default"
+    assert variants.load(kernel).check(problem, choice.config, interpreter=interpreter) is None
+    if not interpreter and problem.dtype != "float32":
+        assert choice.config["MATMUL"] == "dot_tf32x3"          # still the fp32-accurate GPU default
+
+
 def _write(folder: Path, gpu: str, kernel: str, entries, **header) -> Path:
     doc = dict(gpu={"name": gpu, "slug": gpu, "capability": "9.0"},
                versions={"triton": triton.__version__, "torch": "x", "m2tune": "x"},
