@@ -231,3 +231,17 @@ def test_races_between_workers_are_settled_by_trial_number(tmp_path):
     assert "budget" in late.user_attrs["message"]
     waiting = tuner.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [late.params]   # back in line
+
+
+def test_rejected_configs_are_told_with_a_penalty_so_samplers_learn(tmp_path):
+    """Samplers ignore FAIL trials; a rejected config must carry a (bad) value to steer TPE away."""
+    from m2tune.tune import INVALID_PENALTY_MS
+    storage = f"sqlite:///{tmp_path}/s.db"
+    # the forward's default (fma products) cannot hold a 64-wide tile: the first trial is rejected
+    tuner = Tuner(TuneOptions(shape="k128-v64-b4-n8-s4096", backend="model", target="nvidia-h200",
+                              trials=1, storage=storage))
+    result = tuner.run()
+    (trial,) = [t for t in tuner.study.get_trials() if t.state.is_finished()]   # the rest wait in the queue
+    assert trial.user_attrs["status"] == "invalid-config" and "registers" in trial.user_attrs["message"]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == INVALID_PENALTY_MS
+    assert result["best"] is None and result["categories"] == {"invalid-config": 1}
