@@ -339,5 +339,24 @@ def check(folders: tuple[Path, ...]) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.option("--storage", required=True, help="Optuna storage URL of the studies (e.g. sqlite:///m2tune.db).")
+@click.option("--study", "studies", multiple=True, help="Study to show (repeatable) [default: all].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True, help="HTML file to write.")
+def report(storage: str, studies: tuple[str, ...], out: Path) -> None:
+    """Dashboards of tuning studies in one self-contained HTML file (no GPU needed).
+
+    Per study: trial history, time by parameter value, model vs measurement, the best configs'
+    time per step against the model's bounds, and failures by category.
+    """
+    from m2tune.report import ReportError, write_report
+    try:
+        path = write_report(storage, out, studies=studies or None)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":
     main()
