@@ -1,6 +1,8 @@
 """The m2tune command end to end (interpreter backend on machines without a GPU)."""
 import json
 
+import pytest
+import torch
 from click.testing import CliRunner
 
 import m2tune
@@ -29,3 +31,38 @@ def test_bench_validates_and_writes_json(tmp_path):
     assert data["best"]["max_error"] < 1e-5
     assert data["environment"]["torch"] and data["problem"]["K"] == 32
     assert "validated" in result.output
+
+
+def test_predict_names_the_binding_term_for_a_target_gpu():
+    result = CliRunner().invoke(main, ["predict", "--shape", "paper-7b", "--target", "nvidia-h200",
+                                       "--config", "MATMUL=dot_bf16,TANH=approx"])
+    assert result.exit_code == 0, result.output
+    assert "predicted for NVIDIA H200" in result.output and "bound by" in result.output
+    bad = CliRunner().invoke(main, ["predict", "--target", "nvidia-h200", "--config", "BLOCK_K=3"])
+    assert bad.exit_code != 0 and "BLOCK_K=3 not in" in bad.output
+    missing = CliRunner().invoke(main, ["predict", "--target", "acme-x1"])
+    assert missing.exit_code != 0 and "no hardware.json for 'acme-x1'" in missing.output
+
+
+def test_calibrate_refits_a_committed_profile_on_the_cpu(tmp_path):
+    """--refit reruns the fit from the file's raw rows: the committed constants come back."""
+    from pathlib import Path
+
+    from m2tune.hardware import HardwareProfile
+    shipped = Path(__file__).resolve().parent.parent / "profiles" / "nvidia-h200" / "hardware.json"
+    copy = tmp_path / "hardware.json"
+    copy.write_text(shipped.read_text())
+    result = CliRunner().invoke(main, ["calibrate", "--refit", str(copy)])
+    assert result.exit_code == 0, result.output
+    before, after = HardwareProfile.load(shipped).constants, HardwareProfile.load(copy).constants
+    assert before.keys() == after.keys()
+    for kernel in before:
+        assert before[kernel].keys() == after[kernel].keys()
+        for name, value in before[kernel].items():
+            assert abs(after[kernel][name] - value) <= 1e-9 * max(1.0, abs(value)), (kernel, name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_calibrate_without_a_gpu_says_so():
+    result = CliRunner().invoke(main, ["calibrate"])
+    assert result.exit_code != 0 and "none is visible here" in result.output
