@@ -52,41 +52,47 @@ def step_fn(problem, config):
     return step, leaves
 
 
+def measure_training(problem, config):
+    """Validation at S=128 and 512, then fwd+bwd time and peak extra memory at `problem`'s size."""
+    row = {}
+    try:
+        def train(x, clip, dy, dh_T):
+            ls = [t.detach().clone().requires_grad_(True) for t in (x.q, x.k, x.v, x.W, x.f)]
+            y, h = m2rnn(*ls, cu_seqlens=x.cu_seqlens, gradient_clipping=clip, config=config)
+            gs = torch.autograd.grad((y, h), ls, (dy, dh_T))
+            return y.detach(), h.detach(), dict(zip("q k v W f".split(), gs))
+        val = validate_training(problem, train, seed=3, device="cuda", lengths=(128, 512))
+        row["valid"] = val.ok
+        row["errors_S512"] = {c.name: c.e_cand for c in val.checks if c.length == 512}
+        row["reference_bf16_errors_S512"] = {c.name: c.e_ref for c in val.checks if c.length == 512}
+        row["reason"] = val.reason()
+        step, leaves = step_fn(problem, config)
+        step()
+        torch.cuda.synchronize()
+        for t in leaves:
+            t.grad = None
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        row["peak_extra_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        grads = sum(t.numel() * t.element_size() for t in leaves)
+        row["input_grads_mib"] = grads / 2**20
+        t = time_cuda(step, reps=10)
+        row.update(fwd_bwd_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms)
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+    return row
+
+
 def main(out):
     rows = []
     for shape_name, names in SHAPE_CONFIGS.items():
         problem = shape(shape_name)
         for name in names:
             config = CONFIGS[name]
-            row = {"shape": shape_name, "config_name": name, "config": config}
-            try:
-                def train(x, clip, dy, dh_T, config=config):
-                    ls = [t.detach().clone().requires_grad_(True) for t in (x.q, x.k, x.v, x.W, x.f)]
-                    y, h = m2rnn(*ls, cu_seqlens=x.cu_seqlens, gradient_clipping=clip, config=config)
-                    gs = torch.autograd.grad((y, h), ls, (dy, dh_T))
-                    return y.detach(), h.detach(), dict(zip("q k v W f".split(), gs))
-                val = validate_training(problem, train, seed=3, device="cuda", lengths=(128, 512))
-                row["valid"] = val.ok
-                row["errors_S512"] = {c.name: c.e_cand for c in val.checks if c.length == 512}
-                row["reference_bf16_errors_S512"] = {c.name: c.e_ref for c in val.checks if c.length == 512}
-                row["reason"] = val.reason()
-                step, leaves = step_fn(problem, config)
-                step()
-                torch.cuda.synchronize()
-                for t in leaves:
-                    t.grad = None
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                before = torch.cuda.memory_allocated()
-                step()
-                torch.cuda.synchronize()
-                row["peak_extra_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
-                grads = sum(t.numel() * t.element_size() for t in leaves)
-                row["input_grads_mib"] = grads / 2**20
-                t = time_cuda(step, reps=10)
-                row.update(fwd_bwd_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms)
-            except Exception as exc:
-                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            row = {"shape": shape_name, "config_name": name, "config": config, **measure_training(problem, config)}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("config", "reference_bf16_errors_S512")}),
                   flush=True)

@@ -45,13 +45,14 @@ def checkpoint_forward(problem: Problem, *, interpreter: bool = False) -> Kernel
 
 def prepare(problem: Problem, config: KernelConfig, *, device: str = "cuda", seed: int = 0,
             forward_config: Optional[KernelConfig] = None,
-            gradient_clipping: Optional[float] = None) -> Prepared:
+            gradient_clipping: Optional[float] = None, variant_module: Any = None) -> Prepared:
     """A callable that launches `config` once on fresh inputs of `problem` (compiled on first call).
 
     A backward variant (one with launch_backward) gets checkpoints from `forward_config`
-    (default: checkpoint_forward) made here, once, outside the callable.
+    (default: checkpoint_forward) made here, once, outside the callable. variant_module: run this
+    template instead of the registered one (an edited copy, as the ablation benchmark times).
     """
-    module = variants.load(config.variant)
+    module = variant_module or variants.load(config.variant)
     x = cast(make_inputs(problem, seed=seed, device=device), TORCH_DTYPES[problem.dtype])
     lead = (1, problem.tokens) if problem.is_varlen else (problem.B, problem.S)
     y = torch.empty(*lead, problem.N, problem.V, dtype=x.v.dtype, device=device)
