@@ -3,12 +3,7 @@
 The forward (kernel_variants/m2rnn_fwd.py, `launch(..., ckpt_every=CKPT)`) stores the fp32 state at
 the start of every chunk of CKPT steps (chunks start at multiples of CKPT from each sequence's own
 start). Here one program owns BLOCK_K rows of the state of BLOCK_B batch elements (or packed
-sequences) of BLOCK_H heads, and walks the chunks in reverse. The heads sit side by side in the
-tile's columns (head h of the block in columns [h*VS, h*VS + V), VS = the padded V), and W is
-block-diagonal, so one product advances all of them. Packing pays where heads share q and k
-(the paper's layout: Nq = Nk = 1): dq_t = Σ_heads H_t dy_t and dk_t = Σ_heads da v_t are then
-summed over the block's heads in registers before the one atomic add per row, which cuts the
-atomics that dominate the sweep. For each chunk it
+sequences) of one head, as in the forward, and walks the chunks in reverse. For each chunk it
 
 1. loads the checkpoint and recomputes the chunk's states forward, writing the state before every
    step (and, with STORE_Z, z_t) to a per-program fp32 scratch buffer in global memory
@@ -24,13 +19,11 @@ atomics that dominate the sweep. For each chunk it
 
 Gradients of shared tensors (heads sharing q/k/v/W/f, GQA-style, and K split across programs):
 
-- dW: every program writes the [V, V] partial of each of its heads once, at the end (fp32,
-  N x grid x V x V; the off-diagonal blocks of its [BV, BV] product are dropped); torch sums.
+- dW: every program writes its [V, V] partial once, at the end (fp32, grid x V x V); torch sums.
 - dq, dk, dv, df: fp32 atomics "across the group dimension" only, spread over SLOTS copies to cut
-  same-address contention: head block j adds into copy (j % G) % R of a (R, tokens, Nx, ...) fp32
-  buffer, where G = (N // Nx) // BLOCK_H head blocks share one head of x and R = min(SLOTS, G);
-  torch sums the R copies afterwards.
-  When one program is the only writer of an element (R == G, and for dv/df also K unsplit) plain
+  same-address contention: head n adds into copy (n % g) % R of a (R, tokens, Nx, ...) fp32 buffer,
+  g = N // Nx heads share one head of x, R = min(SLOTS, g); torch sums the R copies afterwards.
+  When one program is the only writer of an element (R == g, and for dv/df also K unsplit) plain
   stores replace the atomics, and with R == 1 the kernel writes the gradient in the input dtype
   directly. No per-head (B, S, N, K) partial is ever materialised (553 MB in fp32 at paper-7b).
 - dh0: disjoint per program, stored directly.
@@ -43,8 +36,8 @@ CKPT=64 BLOCK_K=16 SLOTS=4 STORE_Z=0 (`extra_bytes()` computes it for any proble
   BLOCK_K=64 needs no dv accumulator, 297 MiB). Measured on an H200 (torch.cuda peak during
   forward + backward, beyond inputs and gradients): 439 MiB at the defaults.
 
-Tunable parameters (see PARAMS): CKPT, BLOCK_K, BLOCK_B, BLOCK_H, PREFETCH, MATMUL, TANH, DW_MATMUL,
-STORE_Z, SLOTS, num_warps, num_stages. The state and every accumulation are fp32.
+Tunable parameters (see PARAMS): CKPT, BLOCK_K, BLOCK_B, PREFETCH, MATMUL, TANH, DW_MATMUL, STORE_Z, SLOTS,
+num_warps, num_stages. The state and every accumulation are fp32.
 """
 from __future__ import annotations
 
@@ -54,8 +47,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernel_variants.m2rnn_fwd import (_accumulate, _dot, _interpreting, _matmul, _sequences, _tanh, _tile,
-                                       common_reason, compiled_info, register_reason)
+from kernel_variants.m2rnn_fwd import (_accumulate, _bv, _dot, _interpreting, _load_step, _load_w, _matmul,
+                                       _sequences, _tanh, _tile, common_reason, compiled_info,
+                                       register_reason)
 from m2tune.inputs import Inputs
 from m2tune.problem import KernelConfig, Problem
 
@@ -67,8 +61,6 @@ PARAMS: dict[str, tuple[Any, ...]] = {
     "CKPT": (64, 16, 32, 128),
     "BLOCK_K": (16, 1, 2, 4, 8, 32, 64, 128),
     "BLOCK_B": (1, 2, 4, 8),
-    # heads per program, side by side in the columns (block-diagonal W): q/k gradients summed in registers
-    "BLOCK_H": (1, 2, 4),
     "PREFETCH": (1, 0, 2),
     # every product (H W in the recompute, da Wᵀ, H_{t-1}ᵀ da) at this precision, fp32 accumulate
     "MATMUL": ("fma", "dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16"),
@@ -96,31 +88,14 @@ def _matmul_tn(a, b, MATMUL: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
 
 
 @triton.jit
-def _load_inputs(k_ptr, v_ptr, q_ptr, f_ptr, tok, ok, rows_k, vcol, col_ok, hk, hq, hf, hv_c, hf_c,
-                 Nq, Nk, Nv, Nf, K, V, BLOCK_H: tl.constexpr):
-    # tok, ok, rows_k: [BM]; vcol, col_ok, hv_c, hf_c: [BV] (v's row and the v and f head of each column)
-    # -> k, q [BM]; v [BM, BV]; f [BM, BV] (one forget gate per column's head) or [BM, 1] (one head)
-    mask = ok[:, None] & col_ok[None, :]
-    kt = tl.load(k_ptr + (tok * Nk + hk) * K + rows_k, mask=ok, other=0.0).to(tl.float32)
-    qt = tl.load(q_ptr + (tok * Nq + hq) * K + rows_k, mask=ok, other=0.0).to(tl.float32)
-    vt = tl.load(v_ptr + (tok[:, None] * Nv + hv_c[None, :]) * V + vcol[None, :],
-                 mask=mask, other=0.0).to(tl.float32)
-    if BLOCK_H == 1:
-        ft = tl.load(f_ptr + tok * Nf + hf, mask=ok, other=0.0).to(tl.float32)[:, None]
-    else:
-        ft = tl.load(f_ptr + tok[:, None] * Nf + hf_c[None, :], mask=mask, other=0.0).to(tl.float32)
-    return kt, vt, qt, ft
-
-
-@triton.jit
 def _load_bwd_step(k_ptr, v_ptr, q_ptr, f_ptr, dy_ptr, scr_ptr, scz_ptr, t, j, bos, seqlen, row_ok,
-                   rows_k, cols, vcol, nc, col_ok, sc_row, hk, hq, hf, hv_c, hf_c, N, Nq, Nk, Nv, Nf, K, V,
-                   BM: tl.constexpr, BV: tl.constexpr, BLOCK_H: tl.constexpr, STORE_Z: tl.constexpr):
+                   rows_k, cols, col_ok, sc_row, hk, hv, hq, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                   BM: tl.constexpr, BV: tl.constexpr, STORE_Z: tl.constexpr):
     # inputs and dy of step t (token bos + t), state before it and z from scratch slot j (j >= 0)
     ok = row_ok & (t < seqlen) & (j >= 0)
-    kt, vt, qt, ft = _load_inputs(k_ptr, v_ptr, q_ptr, f_ptr, bos + t, ok, rows_k, vcol, col_ok,
-                                  hk, hq, hf, hv_c, hf_c, Nq, Nk, Nv, Nf, K, V, BLOCK_H)
-    dyt = tl.load(dy_ptr + ((bos + t) * N)[:, None] * V + (nc * V + vcol)[None, :],
+    kt, vt, qt, ft = _load_step(k_ptr, v_ptr, q_ptr, f_ptr, bos + t, ok, rows_k, cols, col_ok,
+                                hk, hv, hq, hf, Nq, Nk, Nv, Nf, K, V)
+    dyt = tl.load(dy_ptr + ((bos + t) * N + n)[:, None] * V + cols[None, :],
                   mask=ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
     sc = sc_row[:, None] + (j * (BM * BV) + cols)[None, :]
     hp = tl.load(scr_ptr + sc, mask=(sc_row >= 0)[:, None] & (j >= 0), other=0.0)
@@ -136,50 +111,38 @@ def m2rnn_bwd_kernel(
     q_ptr, k_ptr, v_ptr, w_ptr, f_ptr, cu_ptr, ckpt_ptr, dy_ptr, dhT_ptr,
     scr_ptr, scz_ptr, dq_ptr, dk_ptr, dv_ptr, df_ptr, dw_ptr, dh0_ptr,
     clip, NSEQ, S, TOK, N, Nq, Nk, Nv, Nw, Nf, K, V, RQ, RK, RV, RF,
-    BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BV: tl.constexpr, CKPT: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr, BV: tl.constexpr, CKPT: tl.constexpr,
     PREFETCH: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
     VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, CLIP: tl.constexpr,
     STORE_Z: tl.constexpr, DW_MATMUL: tl.constexpr, DQ_ATOMIC: tl.constexpr, DK_ATOMIC: tl.constexpr,
     DV_ATOMIC: tl.constexpr, DF_ATOMIC: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr,
 ):
     BM: tl.constexpr = BLOCK_B * BLOCK_K
-    VS: tl.constexpr = BV // BLOCK_H                              # columns per head (V padded)
     pid_k = tl.program_id(0)
     pid_b = tl.program_id(1)
-    pid_h = tl.program_id(2)
-    prog = (pid_h * tl.num_programs(1) + pid_b) * tl.num_programs(0) + pid_k
-    n0 = pid_h * BLOCK_H                                          # first head of the block
-    # the block's heads share one q head and one k head (check()); v, W and f go per column
-    hq = n0 // (N // Nq)
-    hk = n0 // (N // Nk)
-    hf = n0 // (N // Nf)
-    # accumulator copy of each shared gradient this head block adds into (see the module docstring)
-    dq_base = dq_ptr + ((pid_h % ((N // Nq) // BLOCK_H)) % RQ).to(tl.int64) * TOK * Nq * K
-    dk_base = dk_ptr + ((pid_h % ((N // Nk) // BLOCK_H)) % RK).to(tl.int64) * TOK * Nk * K
-    dv_base = dv_ptr + ((n0 % (N // Nv)) % RV).to(tl.int64) * TOK * Nv * V
-    df_base = df_ptr + ((n0 % (N // Nf)) % RF).to(tl.int64) * TOK * Nf
+    n = tl.program_id(2)
+    prog = (n * tl.num_programs(1) + pid_b) * tl.num_programs(0) + pid_k
+    hq = n // (N // Nq)
+    hk = n // (N // Nk)
+    hv = n // (N // Nv)
+    hw = n // (N // Nw)
+    hf = n // (N // Nf)
+    # accumulator copy of each shared gradient this head adds into (see the module docstring)
+    dq_base = dq_ptr + ((n % (N // Nq)) % RQ).to(tl.int64) * TOK * Nq * K
+    dk_base = dk_ptr + ((n % (N // Nk)) % RK).to(tl.int64) * TOK * Nk * K
+    dv_base = dv_ptr + ((n % (N // Nv)) % RV).to(tl.int64) * TOK * Nv * V
+    df_base = df_ptr + ((n % (N // Nf)) % RF).to(tl.int64) * TOK * Nf
 
     r, rows_b, rows_k, row_ok, cols, col_ok, bb, b_ok = _tile(pid_k, pid_b, NSEQ, K, V,
                                                               BLOCK_K, BLOCK_B, BV)
-    vcol = cols % VS                                              # [BV] column within its head
-    nc = n0 + cols // VS                                          # [BV] head of each column
-    col_ok = (vcol < V) & (nc < N)
-    hv_c = nc // (N // Nv)
-    hf_c = nc // (N // Nf)
     bos, seqlen, bos_y, len_y, n_steps = _sequences(cu_ptr, rows_b, row_ok, bb, b_ok, S, VARLEN)
-    # block-diagonal W of the block's heads, zero in padding: padded columns of H stay zero
-    wi = tl.arange(0, BV)
-    w_ok = col_ok[:, None] & col_ok[None, :] & ((wi // VS)[:, None] == (wi // VS)[None, :])
-    w = tl.load(w_ptr + (nc // (N // Nw) * V * V)[:, None] + vcol[:, None] * V + vcol[None, :],
-                mask=w_ok, other=0.0).to(tl.float32)              # [BV, BV]
+    w = _load_w(w_ptr, hw, V, BV)                                 # [BV, BV]
     wt = tl.trans(w)
 
-    st_offs = ((rows_b.to(tl.int64) * N)[:, None] + nc[None, :]) * K * V + (rows_k * V)[:, None] \
-        + vcol[None, :]                                           # [BM, BV] into (B, N, K, V)
+    st_offs = ((rows_b.to(tl.int64) * N + n) * K + rows_k)[:, None] * V + cols[None, :]
     st_mask = row_ok[:, None] & col_ok[None, :]
     n_chunks = (S + CKPT - 1) // CKPT
-    ck_offs = ((rows_b.to(tl.int64) * N)[:, None] + nc[None, :]) * n_chunks * K * V \
-        + (rows_k * V)[:, None] + vcol[None, :]                   # [BM, BV] into (B, N, chunks, K, V)
+    ck_offs = (((rows_b.to(tl.int64) * N + n) * n_chunks) * K + rows_k)[:, None] * V + cols[None, :]
     # this program's scratch: [CKPT, BM, BV] fp32, full tiles (padding included)
     sc_row = prog.to(tl.int64) * (CKPT * BM * BV) + r * BV                     # [BM]
     sc_tile = sc_row[:, None] + cols[None, :]
@@ -200,25 +163,24 @@ def m2rnn_bwd_kernel(
         # ---- 1. recompute the chunk forward from its checkpoint ----
         h = tl.load(ckpt_ptr + ck_offs + c * K * V, mask=st_mask & (t0 < seqlen)[:, None], other=0.0)
         if PREFETCH >= 1:
-            nk, nv, nq, nf = _load_inputs(k_ptr, v_ptr, q_ptr, f_ptr, bos + t0, row_ok & (t0 < seqlen),
-                                          rows_k, vcol, col_ok, hk, hq, hf, hv_c, hf_c,
-                                          Nq, Nk, Nv, Nf, K, V, BLOCK_H)
+            nk, nv, nq, nf = _load_step(k_ptr, v_ptr, q_ptr, f_ptr, bos + t0, row_ok & (t0 < seqlen),
+                                        rows_k, cols, col_ok, hk, hv, hq, hf, Nq, Nk, Nv, Nf, K, V)
         for j in range(0, L):
             t = t0 + j
             if PREFETCH == 0:
-                kt, vt, qt, ft = _load_inputs(k_ptr, v_ptr, q_ptr, f_ptr, bos + t, row_ok & (t < seqlen),
-                                              rows_k, vcol, col_ok, hk, hq, hf, hv_c, hf_c,
-                                              Nq, Nk, Nv, Nf, K, V, BLOCK_H)
+                kt, vt, qt, ft = _load_step(k_ptr, v_ptr, q_ptr, f_ptr, bos + t, row_ok & (t < seqlen),
+                                            rows_k, cols, col_ok, hk, hv, hq, hf, Nq, Nk, Nv, Nf, K, V)
             else:
                 kt, vt, qt, ft = nk, nv, nq, nf
-                nk, nv, nq, nf = _load_inputs(k_ptr, v_ptr, q_ptr, f_ptr, bos + t + 1,
-                                              row_ok & (t + 1 < seqlen), rows_k, vcol, col_ok,
-                                              hk, hq, hf, hv_c, hf_c, Nq, Nk, Nv, Nf, K, V, BLOCK_H)
+                nk, nv, nq, nf = _load_step(k_ptr, v_ptr, q_ptr, f_ptr, bos + t + 1,
+                                            row_ok & (t + 1 < seqlen), rows_k, cols, col_ok,
+                                            hk, hv, hq, hf, Nq, Nk, Nv, Nf, K, V)
             tl.store(scr_ptr + sc_tile + j * (BM * BV), h)
             z = _tanh(_matmul(h, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt, TANH_APPROX)
             if STORE_Z:
                 tl.store(scz_ptr + sc_tile + j * (BM * BV), z)
-            h_new = ft * h + (1.0 - ft) * z
+            fb = ft[:, None]
+            h_new = fb * h + (1.0 - fb) * z
             if VARLEN:
                 h = tl.where((t < seqlen)[:, None], h_new, h)
             else:
@@ -230,34 +192,34 @@ def m2rnn_bwd_kernel(
         if PREFETCH >= 1:
             pk, pv, pq, pf, pdy, php, pz = _load_bwd_step(
                 k_ptr, v_ptr, q_ptr, f_ptr, dy_ptr, scr_ptr, scz_ptr, t0 + L - 1, L - 1, bos, seqlen,
-                row_ok, rows_k, cols, vcol, nc, col_ok, sc_row, hk, hq, hf, hv_c, hf_c, N, Nq, Nk, Nv, Nf, K, V,
-                BM, BV, BLOCK_H, STORE_Z)
+                row_ok, rows_k, cols, col_ok, sc_row, hk, hv, hq, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                BM, BV, STORE_Z)
         if PREFETCH >= 2:
             pk2, pv2, pq2, pf2, pdy2, php2, pz2 = _load_bwd_step(
                 k_ptr, v_ptr, q_ptr, f_ptr, dy_ptr, scr_ptr, scz_ptr, t0 + L - 2, L - 2, bos, seqlen,
-                row_ok, rows_k, cols, vcol, nc, col_ok, sc_row, hk, hq, hf, hv_c, hf_c, N, Nq, Nk, Nv, Nf, K, V,
-                BM, BV, BLOCK_H, STORE_Z)
+                row_ok, rows_k, cols, col_ok, sc_row, hk, hv, hq, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                BM, BV, STORE_Z)
         for jj in range(0, L):
             j = L - 1 - jj
             t = t0 + j
             if PREFETCH == 0:
                 kt, vt, qt, ft, dyt, hp, zt = _load_bwd_step(
                     k_ptr, v_ptr, q_ptr, f_ptr, dy_ptr, scr_ptr, scz_ptr, t, j, bos, seqlen,
-                    row_ok, rows_k, cols, vcol, nc, col_ok, sc_row, hk, hq, hf, hv_c, hf_c, N, Nq, Nk, Nv, Nf,
-                    K, V, BM, BV, BLOCK_H, STORE_Z)
+                    row_ok, rows_k, cols, col_ok, sc_row, hk, hv, hq, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                    BM, BV, STORE_Z)
             elif PREFETCH == 1:
                 kt, vt, qt, ft, dyt, hp, zt = pk, pv, pq, pf, pdy, php, pz
                 pk, pv, pq, pf, pdy, php, pz = _load_bwd_step(
                     k_ptr, v_ptr, q_ptr, f_ptr, dy_ptr, scr_ptr, scz_ptr, t - 1, j - 1, bos, seqlen,
-                    row_ok, rows_k, cols, vcol, nc, col_ok, sc_row, hk, hq, hf, hv_c, hf_c, N, Nq, Nk, Nv, Nf,
-                    K, V, BM, BV, BLOCK_H, STORE_Z)
+                    row_ok, rows_k, cols, col_ok, sc_row, hk, hv, hq, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                    BM, BV, STORE_Z)
             else:
                 kt, vt, qt, ft, dyt, hp, zt = pk, pv, pq, pf, pdy, php, pz
                 pk, pv, pq, pf, pdy, php, pz = pk2, pv2, pq2, pf2, pdy2, php2, pz2
                 pk2, pv2, pq2, pf2, pdy2, php2, pz2 = _load_bwd_step(
                     k_ptr, v_ptr, q_ptr, f_ptr, dy_ptr, scr_ptr, scz_ptr, t - 2, j - 2, bos, seqlen,
-                    row_ok, rows_k, cols, vcol, nc, col_ok, sc_row, hk, hq, hf, hv_c, hf_c, N, Nq, Nk, Nv, Nf,
-                    K, V, BM, BV, BLOCK_H, STORE_Z)
+                    row_ok, rows_k, cols, col_ok, sc_row, hk, hv, hq, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                    BM, BV, STORE_Z)
             act = row_ok & (t < seqlen)                                      # [BM] step is real
 
             if STORE_Z:
@@ -273,14 +235,15 @@ def m2rnn_bwd_kernel(
                     g = tl.where(act[:, None], gc, g)   # ended rows carry dh_T unclamped
                 else:
                     g = gc
-            da = g * (1.0 - ft) * (1.0 - z * z)
+            fb = ft[:, None]
+            da = g * (1.0 - fb) * (1.0 - z * z)
             dfe = g * (hp - z)
             if VARLEN:
                 da = tl.where(act[:, None], da, 0.0)
                 dfe = tl.where(act[:, None], dfe, 0.0)
 
             # ---- the chain: dH_{t-1} = f dH_t + da Wᵀ ----
-            dh_new = ft * g + _matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
+            dh_new = fb * g + _matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
             if VARLEN:
                 dh = tl.where(act[:, None], dh_new, g)
             else:
@@ -288,11 +251,10 @@ def m2rnn_bwd_kernel(
 
             # ---- off the chain: gradients of this step's inputs ----
             dw += _matmul_tn(hp, da, DW_MATMUL, EMULATE_BF16_DOT)
-            dqt = tl.sum(dyt * h_cur, axis=1)                                # [BM], summed over heads
-            dkt = tl.sum(da * vt, axis=1)                                    # [BM], summed over heads
+            dqt = tl.sum(dyt * h_cur, axis=1)                                # [BM]
+            dkt = tl.sum(da * vt, axis=1)                                    # [BM]
             dvt = tl.sum(tl.reshape(da * kt[:, None], (BLOCK_B, BLOCK_K, BV)), axis=1)   # [BLOCK_B, BV]
-            dft = tl.sum(tl.reshape(tl.sum(tl.reshape(dfe, (BLOCK_B, BLOCK_K, BV)), axis=1),
-                                    (BLOCK_B, BLOCK_H, VS)), axis=2)         # [BLOCK_B, BLOCK_H]
+            dft = tl.sum(tl.sum(tl.reshape(dfe, (BLOCK_B, BLOCK_K, BV)), axis=2), axis=1)  # [BLOCK_B]
             h_cur = hp
 
             tok = bos + t
@@ -301,27 +263,17 @@ def m2rnn_bwd_kernel(
             _accumulate(dq_base, q_offs, dqt, act, DQ_ATOMIC)
             _accumulate(dk_base, k_offs, dkt, act, DK_ATOMIC)
             b_act = b_ok & (t < len_y)
-            v_offs = ((bos_y + t) * Nv)[:, None] * V + (hv_c * V + vcol)[None, :]
+            v_offs = ((bos_y + t) * Nv + hv)[:, None] * V + cols[None, :]
             v_mask = b_act[:, None] & col_ok[None, :]
-            hb = tl.arange(0, BLOCK_H)
-            f_offs = ((bos_y + t) * Nf)[:, None] + (hf + hb)[None, :]       # Nf == N when BLOCK_H > 1
-            f_mask = b_act[:, None] & (n0 + hb < N)[None, :]
+            f_offs = (bos_y + t) * Nf + hf
             _accumulate(dv_base, v_offs, dvt, v_mask, DV_ATOMIC)
-            _accumulate(df_base, f_offs, dft, f_mask, DF_ATOMIC)
+            _accumulate(df_base, f_offs, dft, b_act, DF_ATOMIC)
 
-    # dW partial of each head of this program (the diagonal blocks), reduced by the launcher over
-    # programs and shared heads; dw_ptr is (N, grid_b, grid_k, V, V)
-    dw_offs = (((nc * tl.num_programs(1) + pid_b) * tl.num_programs(0) + pid_k).to(tl.int64) * V * V)[:, None] \
-        + vcol[:, None] * V + vcol[None, :]
-    tl.store(dw_ptr + dw_offs, dw, mask=w_ok)
+    # dW partial of this program, reduced over programs and shared heads by the launcher
+    tl.store(dw_ptr + prog.to(tl.int64) * V * V + cols[:, None] * V + cols[None, :], dw,
+             mask=col_ok[:, None] & col_ok[None, :])
     if HAS_H0:
         tl.store(dh0_ptr + st_offs, dh.to(dh0_ptr.dtype.element_ty), mask=st_mask)
-
-
-def _bv(problem: Problem, config: KernelConfig) -> int:
-    """Columns of the tile: BLOCK_H heads of V (each padded to a power of 2), at least 16 for tl.dot."""
-    bv = triton.next_power_of_2(problem.V) * config["BLOCK_H"]
-    return max(bv, 16) if config["MATMUL"] != "fma" else bv
 
 
 def _dw_matmul(config: KernelConfig) -> str:
@@ -330,7 +282,7 @@ def _dw_matmul(config: KernelConfig) -> str:
 
 def _grid(problem: Problem, config: KernelConfig) -> tuple[int, int, int]:
     return (triton.cdiv(problem.K, config["BLOCK_K"]), triton.cdiv(problem.B, config["BLOCK_B"]),
-            triton.cdiv(problem.N, config["BLOCK_H"]))
+            problem.N)
 
 
 def _plan(problem: Problem, config: KernelConfig) -> dict[str, tuple[int, bool]]:
@@ -339,9 +291,9 @@ def _plan(problem: Problem, config: KernelConfig) -> dict[str, tuple[int, bool]]
     plan = {}
     for name, heads, over_rows in (("q", problem.Nq, False), ("k", problem.Nk, False),
                                    ("v", problem.Nv, True), ("f", problem.Nf, True)):
-        blocks = max(1, problem.N // heads // config["BLOCK_H"])    # head blocks sharing one head of x
-        copies = min(config["SLOTS"], blocks)
-        plan[name] = (copies, copies < blocks or (over_rows and split_k))
+        g = problem.N // heads
+        copies = min(config["SLOTS"], g)
+        plan[name] = (copies, copies < g or (over_rows and split_k))
     return plan
 
 
@@ -369,12 +321,6 @@ def check(problem: Problem, config: KernelConfig, *, interpreter: bool = False) 
         return reason
     params = config.as_dict()
     bk, bb, mm, ck = params["BLOCK_K"], params["BLOCK_B"], params["MATMUL"], params["CKPT"]
-    bh = params["BLOCK_H"]
-    if bh > 1 and ((problem.N // problem.Nq) % bh or (problem.N // problem.Nk) % bh):
-        return (f"BLOCK_H={bh} packs heads that must share one q and one k head, but N={problem.N} "
-                f"heads share q in groups of {problem.N // problem.Nq} and k in groups of {problem.N // problem.Nk}")
-    if bh > 1 and (problem.Nv != problem.N or problem.Nf != problem.N):
-        return f"BLOCK_H={bh} needs one v and one f head per head (Nv={problem.Nv}, Nf={problem.Nf}, N={problem.N})"
     if ck > min(PARAMS["CKPT"]) and ck // 2 >= problem.S:
         return f"CKPT={ck} is at least twice S={problem.S}: same work as a smaller chunk, more scratch"
     dw_mm = _dw_matmul(config)
@@ -453,7 +399,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
         float(gradient_clipping) if gradient_clipping is not None else 0.0,
         nseq, problem.S, T, N, problem.Nq, problem.Nk, problem.Nv, problem.Nw, problem.Nf, K, V,
         plan["q"][0], plan["k"][0], plan["v"][0], plan["f"][0],
-        BLOCK_K=p["BLOCK_K"], BLOCK_B=p["BLOCK_B"], BLOCK_H=p["BLOCK_H"], BV=bv, CKPT=ck,
+        BLOCK_K=p["BLOCK_K"], BLOCK_B=p["BLOCK_B"], BV=bv, CKPT=ck,
         PREFETCH=p["PREFETCH"], MATMUL=p["MATMUL"], TANH_APPROX=p["TANH"] == "approx",
         VARLEN=problem.is_varlen, HAS_H0=x.h0 is not None, HAS_DHT=dh_T is not None,
         CLIP=gradient_clipping is not None, STORE_Z=bool(p["STORE_Z"]), DW_MATMUL=_dw_matmul(config),
