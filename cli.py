@@ -315,9 +315,10 @@ def show(shape_name: str, gpu: Optional[str], dtype: Optional[str]) -> None:
     click.echo(f"{shape_name}: {problem.describe()}")
     click.echo(f"GPU: {gpu or 'none (the op runs the Triton interpreter or the reference)'}; "
                f"profile folders: {', '.join(str(f) for f in runtime.search_folders())}")
-    for kernel in ("m2rnn_fwd", "m2rnn_bwd"):
-        choice = runtime.lookup(kernel, problem, gpu=gpu, interpreter=interp and gpu is None)
-        click.echo("  " + choice.describe())
+    for kernel, training, role in (("m2rnn_fwd", True, "training"), ("m2rnn_bwd", True, "training"),
+                                   ("m2rnn_fwd", False, "inference (no gradients)")):
+        choice = runtime.lookup(kernel, problem, gpu=gpu, interpreter=interp and gpu is None, training=training)
+        click.echo(f"  {role}: " + choice.describe())
         if choice.distance is not None:
             click.echo(f"    bucket {choice.bucket}, distance {choice.distance:.2f}")
         for why in choice.skipped:

@@ -52,8 +52,9 @@ def step_fn(problem, config):
     return step, leaves
 
 
-def measure_training(problem, config):
-    """Validation at S=128 and 512, then fwd+bwd time and peak extra memory at `problem`'s size."""
+def measure_training(problem, config, *, clip=None, timed=True):
+    """Validation at S=128 and 512 (gradient clipping `clip`), then (timed) fwd+bwd time and peak
+    extra memory at `problem`'s size."""
     row = {}
     try:
         def train(x, clip, dy, dh_T):
@@ -61,11 +62,13 @@ def measure_training(problem, config):
             y, h = m2rnn(*ls, cu_seqlens=x.cu_seqlens, gradient_clipping=clip, config=config)
             gs = torch.autograd.grad((y, h), ls, (dy, dh_T))
             return y.detach(), h.detach(), dict(zip("q k v W f".split(), gs))
-        val = validate_training(problem, train, seed=3, device="cuda", lengths=(128, 512))
+        val = validate_training(problem, train, seed=3, device="cuda", lengths=(128, 512), clip=clip)
         row["valid"] = val.ok
         row["errors_S512"] = {c.name: c.e_cand for c in val.checks if c.length == 512}
         row["reference_bf16_errors_S512"] = {c.name: c.e_ref for c in val.checks if c.length == 512}
         row["reason"] = val.reason()
+        if not timed:
+            return row
         step, leaves = step_fn(problem, config)
         step()
         torch.cuda.synchronize()

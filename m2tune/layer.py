@@ -111,18 +111,22 @@ class M2RNN(nn.Module):
                        dtype=str(dtype).removeprefix("torch."), h0=with_state)
 
     def kernel_choices(self, batch: int, seqlen: int, dtype: torch.dtype = torch.bfloat16, *,
-                       gpu: Optional[str] = None, with_state: bool = False) -> dict[str, Any]:
+                       gpu: Optional[str] = None, with_state: bool = False,
+                       training: bool = True) -> dict[str, Any]:
         """Which forward and backward kernel configs a call with (batch, seqlen) inputs runs, and why.
 
         The same lookup the op makes (m2tune.runtime: tuned profiles for `gpu`, default: this
-        machine's GPU, else the default config), so what it says is what runs.
+        machine's GPU, else the default config), so what it says is what runs. training: a call
+        whose gradients are taken (the forward then writes fp32-accurate checkpoints); False: a
+        call under torch.no_grad() or with frozen parameters.
         """
         from . import runtime
         from .ops import choices_for
         from .variants import interpreting
         problem = self.problem(batch, seqlen, dtype, with_state=with_state)
         gpu = gpu or runtime.current_gpu()
-        return choices_for(problem, self.kernel_config, gpu=gpu, interpreter=gpu is None and interpreting())
+        return choices_for(problem, self.kernel_config, gpu=gpu, interpreter=gpu is None and interpreting(),
+                           training=training)
 
     # ------------------------------------------------------------------ checks
     def _check(self, x, state, cu_seqlens) -> int:

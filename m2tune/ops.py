@@ -31,18 +31,20 @@ def _kernels_available(device: torch.device) -> bool:
 
 
 def choices_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = None,
-                interpreter: Optional[bool] = None) -> dict[str, runtime.Choice]:
+                interpreter: Optional[bool] = None, training: bool = True) -> dict[str, runtime.Choice]:
     """{"forward": Choice, "backward": Choice}: what the op runs `problem` with on GPU `gpu`.
 
     A config given by the caller (a KernelConfig, or parameters over the template's default) is
-    checked and used; otherwise the runtime looks up tuned profiles (m2tune/runtime.py).
+    checked and used; otherwise the runtime looks up tuned profiles (m2tune/runtime.py). training:
+    gradients will be taken, so the forward must write fp32-accurate checkpoints
+    (runtime.training_reason); without it the fastest validated forward is used.
     """
     interp = variants.interpreting() if interpreter is None else interpreter
     out = {}
     for part, kernel in (("forward", "m2rnn_fwd"), ("backward", "m2rnn_bwd")):
         given = (config or {}).get(part)
         if given is None:
-            out[part] = runtime.lookup(kernel, problem, gpu=gpu, interpreter=interp)
+            out[part] = runtime.lookup(kernel, problem, gpu=gpu, interpreter=interp, training=training)
             continue
         module = variants.load(kernel)
         base = runtime.fit_to_problem(module.DEFAULT, problem)
@@ -55,9 +57,9 @@ def choices_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = No
 
 
 def configs_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = None,
-                interpreter: Optional[bool] = None) -> tuple[KernelConfig, KernelConfig]:
+                interpreter: Optional[bool] = None, training: bool = True) -> tuple[KernelConfig, KernelConfig]:
     """(forward, backward) configs of choices_for."""
-    c = choices_for(problem, config, gpu=gpu, interpreter=interpreter)
+    c = choices_for(problem, config, gpu=gpu, interpreter=interpreter, training=training)
     return c["forward"].config, c["backward"].config
 
 
@@ -161,17 +163,19 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
     if gradient_clipping is not None and not gradient_clipping > 0:
         raise ValueError(f"m2rnn: `gradient_clipping` expected a positive bound or None, got {gradient_clipping}")
     clip = float(gradient_clipping) if gradient_clipping is not None else 0.0
+    # gradients will flow: the forward's checkpoints must be fp32-accurate (runtime.training_reason)
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, W, f, h0))
     if torch.compiler.is_compiling():
         # traced: plan from shapes as a trace-time constant; the op checks the tensors when it runs
         if cu_seqlens is not None:
             raise NotImplementedError("m2rnn: packed sequences (cu_seqlens) under torch.compile "
                                       "are not supported yet; run that call eagerly")
         key = (tuple(q.shape), tuple(k.shape), tuple(v.shape), tuple(W.shape), tuple(f.shape),
-               str(q.dtype).removeprefix("torch."), h0 is not None, q.device.type)
+               str(q.dtype).removeprefix("torch."), h0 is not None, q.device.type, training)
         use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan_for_shapes(key, config, clip)
     else:
         problem = problem_of(Inputs(q, k, v, W, f, h0, cu_seqlens))   # clear errors, eagerly
-        use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan(problem, q.device.type, config, clip)
+        use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan(problem, q.device.type, config, clip, training)
     if not use_kernels:
         y, h_T = m2rnn_reference(q, k, v, W, f, h0, cu_seqlens=cu_seqlens,
                                  gradient_clipping=gradient_clipping)
@@ -183,13 +187,13 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
     return y, h_T
 
 
-def _plan(problem: Problem, device_type: str, config: Any, clip: float):
+def _plan(problem: Problem, device_type: str, config: Any, clip: float, training: bool):
     """(use kernels?, plan JSON, CKPT, sequences, checkpoint chunks) for one call."""
     kernels = problem.dtype != "float64" and _kernels_available(torch.device(device_type))
     if not kernels:
         return False, "", 0, problem.B, 0
     gpu = runtime.current_gpu() if device_type == "cuda" else None
-    fwd_config, bwd_config = configs_for(problem, config, gpu=gpu)
+    fwd_config, bwd_config = configs_for(problem, config, gpu=gpu, training=training)
     ckpt_every = bwd_config["CKPT"]
     return (True, _plan_json(fwd_config, bwd_config, clip), ckpt_every, problem.B,
             -(-problem.S // ckpt_every))
@@ -197,6 +201,6 @@ def _plan(problem: Problem, device_type: str, config: Any, clip: float):
 
 @torch._dynamo.assume_constant_result
 def _plan_for_shapes(key, config, clip):
-    (B, S, Nq, K), (_, _, Nk, _), (_, _, Nv, V), (Nw, _, _), (_, _, Nf), dtype, has_h0, device = key
+    (B, S, Nq, K), (_, _, Nk, _), (_, _, Nv, V), (Nw, _, _), (_, _, Nf), dtype, has_h0, device, training = key
     problem = Problem(B=B, S=S, K=K, V=V, Nq=Nq, Nk=Nk, Nv=Nv, Nw=Nw, Nf=Nf, dtype=dtype, h0=has_h0)
-    return _plan(problem, device, config, clip)
+    return _plan(problem, device, config, clip, training)

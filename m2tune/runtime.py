@@ -65,6 +65,14 @@ GPU_DEFAULTS = {
 }
 
 
+# Forward products that round the state H to bf16 or tf32 at every step. Fine for y (the forward's
+# validation passes them), but in training the forward also writes the checkpoints the backward
+# recomputes from, and gradients are far more sensitive to the state than y is: at paper-7b, S=512,
+# no clipping, a dot_bf16 forward put every gradient 2.5x off float64 whichever backward followed,
+# while a dot_tf32x3 forward kept them within 1e-2 (bench/results/2026-11-29-h200-pairs).
+STATE_ROUNDING = ("dot_bf16", "dot_tf32")
+
+
 def canonical_gpu(name: str) -> str:
     """'NVIDIA H200 NVL' -> 'nvidia-h200'; a name already in slug form passes through."""
     s = _slug(name)
@@ -200,13 +208,27 @@ def _usable(path: Path, kernel: str, gpu: str) -> tuple[Optional[Any], Optional[
     return pf, None
 
 
-def lookup(kernel: str, problem: Problem, *, gpu: Optional[str] = None, interpreter: bool = False) -> Choice:
-    """The config for `kernel` on `problem` on GPU `gpu` (a name or slug; None: no GPU, default)."""
-    return _lookup(kernel, problem, canonical_gpu(gpu) if gpu else None, interpreter, search_folders())
+def lookup(kernel: str, problem: Problem, *, gpu: Optional[str] = None, interpreter: bool = False,
+           training: bool = False) -> Choice:
+    """The config for `kernel` on `problem` on GPU `gpu` (a name or slug; None: no GPU, default).
+
+    training: the forward's checkpoints feed a backward, so forward entries whose products round
+    the state (STATE_ROUNDING) are passed over, each with the reason in Choice.skipped.
+    """
+    return _lookup(kernel, problem, canonical_gpu(gpu) if gpu else None, interpreter, training,
+                   search_folders())
+
+
+def training_reason(kernel: str, config: KernelConfig) -> Optional[str]:
+    """Why `config` must not make checkpoints for a backward (None if it may)."""
+    if kernel == "m2rnn_fwd" and config["MATMUL"] in STATE_ROUNDING:
+        return (f"MATMUL={config['MATMUL']} rounds the state that the backward's checkpoints hold "
+                "(gradients 2.5x off at S=512); not used for training")
+    return None
 
 
 @functools.lru_cache(maxsize=256)
-def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool,
+def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool, training: bool,
             folders: tuple[Path, ...]) -> Choice:
     if gpu is None or interpreter:
         return default_choice(kernel, problem, gpu=gpu, interpreter=interpreter,
@@ -234,6 +256,10 @@ def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool
         why = module.check(problem, config)
         if why:
             skipped.append(f"{path}: bucket {entry.name or entry.bucket} does not fit this problem: {why}")
+            continue
+        why = training_reason(kernel, config) if training else None
+        if why:
+            skipped.append(f"{path}: bucket {entry.name or entry.bucket}: {why}")
             continue
         d = distance(problem, entry.bucket)
         reason = f"exact bucket {entry.name}" if d == 0 and entry.bucket == bucket_of(problem) else \

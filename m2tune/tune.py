@@ -174,10 +174,12 @@ class Tuner:
             self.study.set_user_attr("space", str(self.space.source))
         self._reap()
         trials = self.study.get_trials(deepcopy=False)
-        if not trials:
-            for params in self.space.starting_points():
-                searched = {k: v for k, v in params.items() if k in self.distributions}
-                self.study.enqueue_trial(searched, skip_if_exists=True)
+        # every run, not only a new study: a starting point added to the space file later is tried
+        # when the study resumes; one already tried (any state) is not enqueued again
+        for params in self.space.starting_points():
+            searched = {k: v for k, v in params.items() if k in self.distributions}
+            self.study.enqueue_trial(searched, skip_if_exists=True)
+        trials = self.study.get_trials(deepcopy=False)
         done = [t for t in trials if _scored(t)]
         self.progress.done = len(done)
         self.progress.categories.update(t.user_attrs["status"] for t in done)

@@ -169,7 +169,7 @@ def test_the_layer_and_the_op_use_the_looked_up_configs():
     layer = M2RNN(256, 132, 64, 16, num_q_heads=1, num_k_heads=1)
     choices = layer.kernel_choices(4, 4096, gpu="NVIDIA H200")
     problem = shape("paper-7b")
-    assert choices["forward"] == runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200")
+    assert choices["forward"] == runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200", training=True)
     assert choices["backward"].reason == "exact bucket paper-7b"
     # what the op would launch with on that GPU
     assert configs_for(problem, None, gpu="nvidia-h200", interpreter=False) == (
@@ -179,11 +179,54 @@ def test_the_layer_and_the_op_use_the_looked_up_configs():
     assert fwd == runtime.lookup("m2rnn_fwd", problem, interpreter=True).config and fwd["TANH"] == "exact"
 
 
+def test_training_passes_over_forwards_that_round_the_state():
+    """The shipped paper-7b forward (dot_bf16) serves inference; training gets an fp32-accurate one."""
+    problem = shape("paper-7b")
+    infer = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200")
+    train = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200", training=True)
+    assert infer.reason == "exact bucket paper-7b" and infer.config["MATMUL"] in runtime.STATE_ROUNDING
+    assert train.config["MATMUL"] not in runtime.STATE_ROUNDING
+    assert runtime.training_reason("m2rnn_fwd", train.config) is None
+    assert any("bucket paper-7b" in s and "not used for training" in s for s in train.skipped), train.skipped
+    # backward entries are not filtered: their products never write checkpoints
+    assert runtime.lookup("m2rnn_bwd", problem, gpu="nvidia-h200", training=True).config == \
+        runtime.lookup("m2rnn_bwd", problem, gpu="nvidia-h200").config
+
+
+def test_the_op_plans_a_training_forward_exactly_when_gradients_flow(monkeypatch):
+    import torch
+
+    from m2tune import ops
+    seen = []
+
+    def plan(problem, device_type, config, clip, training):
+        seen.append(training)
+        return False, "", 0, problem.B, 0          # the reference runs: only the flag matters here
+    monkeypatch.setattr(ops, "_plan", plan)
+    x = [torch.randn(1, 3, 1, 4), torch.randn(1, 3, 1, 4), torch.randn(1, 3, 1, 4), torch.eye(4)[None],
+         torch.rand(1, 3, 1)]
+    ops.m2rnn(*x)
+    ops.m2rnn(*x[:3], x[3].clone().requires_grad_(), x[4])
+    with torch.no_grad():
+        ops.m2rnn(*x[:3], x[3].clone().requires_grad_(), x[4])
+    assert seen == [False, True, False]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(ops, "_kernels_available", lambda device: True)
+    monkeypatch.setattr(runtime, "current_gpu", lambda device=None: "nvidia-h200")
+    monkeypatch.setattr(variants, "interpreting", lambda: False)       # as on the GPU machine
+    _, train, *_ = ops._plan(shape("paper-7b"), "cuda", None, 0.0, True)
+    _, infer, *_ = ops._plan(shape("paper-7b"), "cuda", None, 0.0, False)
+    assert json.loads(train)["forward"]["params"]["MATMUL"] not in runtime.STATE_ROUNDING
+    assert json.loads(infer)["forward"]["params"]["MATMUL"] == "dot_bf16"
+
+
 def test_cli_show_and_check(tmp_path):
     runner = CliRunner()
     out = runner.invoke(cli.main, ["show", "--shape", "paper-7b", "--gpu", "NVIDIA H200 NVL"])
     assert out.exit_code == 0, out.output
     assert "exact bucket paper-7b (measured)" in out.output and str(SHIPPED) in out.output
+    assert "training: m2rnn_fwd" in out.output and "not used for training" in out.output
     ok = runner.invoke(cli.main, ["check", str(ROOT / "profiles")])
     assert ok.exit_code == 0 and "FAIL" not in ok.output, ok.output
     path = _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [_entry(shape("paper-7b"), {"BLOCK_K": 16})])

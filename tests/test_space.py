@@ -98,6 +98,8 @@ def test_enqueued_configs_pass_constraints_and_check_where_measured(shipped):
     assert len(v16) >= 4
     for bucket in v16:
         for point in space.starting_points():
+            if point.get("BLOCK_B", 1) > bucket.problem.B:
+                continue          # measured at B=4: a smaller batch rejects the block, by design
             assert space.violations(point, bucket.problem) == [], (bucket.name, point)
             assert module.check(bucket.problem, space.config(point)) is None, (bucket.name, point)
 

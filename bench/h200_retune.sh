@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One device call: resume the shipped backward studies with the new starting point (bf16 + PTX tanh,
+# search_spaces/m2rnn_bwd.yaml), export, and measure what training now gets: the layer's first call
+# and steady step in fresh processes (bench/h200_runtime.py) and the op's forward+backward with the
+# runtime's own choices, validated against float64 (bench/h200_training.py's method).
+# From the repo root on the GPU machine, Optuna wheels in .whl/:  OUT=... bash bench/h200_retune.sh
+set -o pipefail
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:.
+OUT=${OUT:-bench/out}; mkdir -p "$OUT"
+cp bench/results/2026-11-29-h200-ship/ship.db "$OUT/ship.db"
+STORAGE="sqlite:///$OUT/ship.db"
+run_tune() {  # shape trials limit
+    SECONDS=0
+    timeout "$3" python3 cli.py tune --variant m2rnn_bwd --shape "$1" --trials "$2" --confirm 2 \
+        --storage "$STORAGE" --json > "$OUT/tune_m2rnn_bwd_$1.json" 2> "$OUT/tune.log"
+    echo "tune m2rnn_bwd $1: exit $? after ${SECONDS}s"
+    python3 -c "import json,sys; from m2tune.summary import table; print('\n'.join(table(json.load(open(sys.argv[1])))))" \
+        "$OUT/tune_m2rnn_bwd_$1.json"
+}
+run_tune paper-7b 40 220
+run_tune paper-400m 30 200
+rm -f "$OUT/tune_m2rnn_bwd_paper-400m.json" "$OUT/tune.log"      # printed above; the reply holds 8 files
+python3 cli.py export --storage "$STORAGE" --out profiles
+cp profiles/nvidia-h200/m2rnn_bwd.json "$OUT/"
+python3 cli.py check profiles
+python3 cli.py show --shape paper-7b | grep -v "does not fit"
+timeout 240 python3 bench/h200_runtime.py "$OUT/runtime" 2>&1 | tail -6
+timeout 120 python3 - "$OUT" <<'PY'
+import json, sys
+from bench.h200_training import measure_training
+from m2tune.gpu import environment
+from m2tune.problem import shape
+from m2tune.ops import choices_for
+from m2tune import runtime
+rows = []
+for name in ("paper-7b", "paper-400m"):
+    problem = shape(name)
+    chosen = {part: c.describe() for part, c in choices_for(problem, gpu=runtime.current_gpu()).items()}
+    rows.append({"shape": name, "runtime_choice": chosen, **measure_training(problem, None)})
+    r = rows[-1]
+    print(name, {k: r.get(k) for k in ("fwd_bwd_ms", "peak_extra_mib", "valid", "error")},
+          "max grad err", max(v for k, v in r.get("errors_S512", {"-": 0}).items() if k not in ("y", "h_T")),
+          "y err", r.get("errors_S512", {}).get("y"))
+json.dump({"environment": environment(), "rows": rows}, open(f"{sys.argv[1]}/training.json", "w"), indent=2)
+PY
