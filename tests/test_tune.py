@@ -22,8 +22,8 @@ from m2tune.samplers import SamplerError
 from m2tune.storage import quiet
 from m2tune.tune import UNDECIDED, TuneError, TuneOptions, Tuner
 from tests import planted_variants as planted
-from tests.tuning import (ROOT, SHAPE, SMALL_BUCKET, TARGET, assert_no_repeats, environment, params_key,
-                          scored, small_space, trials_of, tune_command)
+from tests.tuning import (ROOT, SHAPE, SMALL_BUCKET, SMALL_SPACE, TARGET, assert_no_repeats, environment,
+                          params_key, scored, small_space, trials_of, tune_command)
 
 RUNNING = optuna.trial.TrialState.RUNNING
 # every planted fault, each recorded with its category while the study goes on
@@ -183,6 +183,23 @@ def test_grid_sampler_scores_every_point_then_stops(tmp_path):
     assert sorted(t.params["MATMUL"] for t in scored(trials)) == ["dot_ieee", "fma"]
     assert summary["scored"] == 2 and summary["categories"] == {status.OK: 2}
     assert all(t.state.is_finished() for t in trials)
+    assert_no_repeats(trials)
+
+
+def test_a_starting_point_added_later_is_tried_when_the_study_resumes(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SMALL_SPACE)
+    opts = options(tmp_path, space=str(space), shape=SMALL_BUCKET, trials=1, sampler="random")
+    Tuner(opts).run()                                     # the default config, enqueued first
+    space.write_text(SMALL_SPACE + "enqueue:\n  - {BLOCK_K: 4, PREFETCH: 2, MATMUL: dot_ieee}\n")
+    tuner = Tuner(replace(opts, trials=2))
+    tuner.run()
+    trials = scored(tuner.study.get_trials(deepcopy=False))
+    assert [t.params for t in trials][1] == {"BLOCK_K": 4, "PREFETCH": 2, "MATMUL": "dot_ieee"}
+    tuner = Tuner(replace(opts, trials=3))                # resumed again: nothing enqueued twice
+    tuner.run()
+    trials = tuner.study.get_trials(deepcopy=False)
+    assert len(scored(trials)) == 3
     assert_no_repeats(trials)
 
 
