@@ -5,6 +5,7 @@ Each variant is the real template with a textual edit (tests/mutation.py) that r
 per-step work; its results are wrong by construction, only its time matters. The difference to the
 unedited kernel is what that piece costs (an upper bound where the compiler overlaps work).
 Only the backward kernel is timed (checkpoints made once beforehand, CUDA events, L2 flushed).
+A second argument picks configs and variants: `CONFIG[,CONFIG...][:VARIANT,...]` (default: all).
 With a second argument `profile` it only launches each unedited config twice, for ncu:
   ncu --clock-control none -k m2rnn_bwd_kernel -c 2 ... python3 bench/h200_bwd_ablation.py OUT profile
 """
@@ -45,6 +46,12 @@ EDITS = {
     "no-sweep-z": [(SWEEP_Z, "z = hp")],
     "no-recompute-z": [(RECOMPUTE_Z, "z = h + kt[:, None] * vt")],
     "no-chain-dot": [(CHAIN, "dh_new = fb * g + da")],
+    # plain stores where the template adds atomically (wrong sums; what atomics cost over stores)
+    "dq-dk-stored": [(ACCUMULATE["dq"], ACCUMULATE["dq"].replace("DQ_ATOMIC", "False")),
+                     (ACCUMULATE["dk"], ACCUMULATE["dk"].replace("DK_ATOMIC", "False"))],
+    "dv-df-stored": [(ACCUMULATE["dv"], ACCUMULATE["dv"].replace("DV_ATOMIC", "False")),
+                     (ACCUMULATE["df"], ACCUMULATE["df"].replace("DF_ATOMIC", "False"))],
+    "all-stored": [(a, a.replace(a.split(", ")[-1].rstrip(")"), "False")) for a in ACCUMULATE.values()],
 }
 
 # the shipped paper-7b winner (bf16 products) and the fp32-accurate lever set
@@ -53,6 +60,9 @@ CONFIGS = {
                    "PREFETCH": 2, "SLOTS": 8, "STORE_Z": 0, "TANH": "exact", "num_stages": 1, "num_warps": 1},
     "tf32x3": {"MATMUL": "dot_tf32x3", "TANH": "approx", "CKPT": 64, "DW_MATMUL": "dot_tf32",
                "STORE_Z": 0, "SLOTS": 8},
+    # the resumed study's winner (2026-11-29-h200-retune)
+    "retuned-bf16": {"BLOCK_B": 2, "BLOCK_K": 16, "CKPT": 32, "DW_MATMUL": "same", "MATMUL": "dot_bf16",
+                     "PREFETCH": 2, "SLOTS": 8, "STORE_Z": 0, "TANH": "approx", "num_stages": 1, "num_warps": 1},
 }
 
 
@@ -71,13 +81,16 @@ def profile():
         torch.cuda.synchronize()
 
 
-def main(out):
+def main(out, pick=""):
     problem = shape("paper-7b")
+    names, _, edits = pick.partition(":")
+    names = names.split(",") if names else list(CONFIGS)
+    edits = ["base"] + [e for e in edits.split(",") if e != "base"] if edits else list(EDITS)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for cname, params in CONFIGS.items():
-            config = m2rnn_bwd.DEFAULT.with_params(**params)
-            for vname in EDITS:
+        for cname in names:
+            config = m2rnn_bwd.DEFAULT.with_params(**CONFIGS[cname])
+            for vname in edits:
                 module = variant(vname, Path(tmp))
                 row = {"config": cname, "variant": vname}
                 try:
@@ -90,15 +103,16 @@ def main(out):
                 print(json.dumps(row), flush=True)
                 torch.cuda.empty_cache()
     with open(f"{out}/ablation.json", "w") as fh:
-        json.dump({"environment": environment(), "problem": "paper-7b", "configs": CONFIGS, "rows": rows},
+        json.dump({"environment": environment(), "problem": "paper-7b",
+                   "configs": {n: CONFIGS[n] for n in names}, "rows": rows},
                   fh, indent=2, sort_keys=True)
     base = {r["config"]: r.get("ms") for r in rows if r["variant"] == "base"}
-    print(f"\n{'config':<11} {'variant':<15} {'ms':>7} {'saves ms':>8} regs spills")
+    print(f"\n{'config':<13} {'variant':<15} {'ms':>7} {'saves ms':>8} regs spills")
     for r in rows:
         if "error" in r:
-            print(f"{r['config']:<11} {r['variant']:<15} ERROR {r['error'][:70]}")
+            print(f"{r['config']:<13} {r['variant']:<15} ERROR {r['error'][:70]}")
             continue
-        print(f"{r['config']:<11} {r['variant']:<15} {r['ms']:>7.2f} {base[r['config']] - r['ms']:>8.2f} "
+        print(f"{r['config']:<13} {r['variant']:<15} {r['ms']:>7.2f} {base[r['config']] - r['ms']:>8.2f} "
               f"{r.get('n_regs', '?'):>4} {r.get('n_spills', '?')}")
 
 
@@ -106,4 +120,4 @@ if __name__ == "__main__":
     if sys.argv[2:] == ["profile"]:
         profile()
     else:
-        main(sys.argv[1] if len(sys.argv) > 1 else ".")
+        main(sys.argv[1] if len(sys.argv) > 1 else ".", sys.argv[2] if len(sys.argv) > 2 else "")

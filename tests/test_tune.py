@@ -262,3 +262,14 @@ def test_rejected_configs_are_told_with_a_penalty_so_samplers_learn(tmp_path):
     assert trial.user_attrs["status"] == "invalid-config" and "registers" in trial.user_attrs["message"]
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == INVALID_PENALTY_MS
     assert result["best"] is None and result["categories"] == {"invalid-config": 1}
+
+
+def test_confirm_prefers_less_memory_only_inside_the_noise():
+    from m2tune.confirm import TIE, pick_winner
+    memory = {"a": 300, "b": 100, "c": 50}
+    entries = [{"config": "a", "median_ms": 10.0}, {"config": "b", "median_ms": 10.0 * (1 + TIE / 2)},
+               {"config": "c", "median_ms": 10.0 * (1 + 2 * TIE)}, {"config": "d", "median_ms": None}]
+    assert pick_winner(entries)["config"] == "a"                        # no memory known: the fastest
+    assert pick_winner(entries, memory.get)["config"] == "b"            # tied in time, a third of the memory
+    assert pick_winner(entries[2:], memory.get)["config"] == "c"
+    assert pick_winner(entries[3:], memory.get) is None
