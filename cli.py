@@ -214,8 +214,9 @@ def predict(shape_name: str, variant: str, target: Optional[str], config_text: O
               "score with the performance model for --target (no GPU needed); auto: gpu if one is visible.")
 @click.option("--target", default=None, help="GPU slug whose hardware profile the model backend uses "
               "(e.g. nvidia-h200) [default: this GPU].")
-@click.option("--trials", default=100, show_default=True, help="Scored trials wanted in the study "
-              "(a resumed study counts the ones it has).")
+@click.option("--trials", default=100, show_default=True, help="Trials run in the study: configs rejected "
+              "before compiling and candidates the model prunes are recorded but not counted (a resumed "
+              "study counts the ones it has).")
 @click.option("--sampler", default="tpe", show_default=True,
               type=click.Choice(["tpe", "random", "grid", "cmaes", "gp"]))
 @click.option("--seed", default=0, show_default=True)

@@ -11,6 +11,8 @@ TOP = 5
 
 def summarize(tuner, *, wall_s: Optional[float] = None, confirm: Optional[dict] = None) -> dict[str, Any]:
     import optuna
+
+    from .tune import FREE
     trials = tuner.study.get_trials(deepcopy=False)
     scored = [t for t in trials if t.user_attrs.get("status") not in (None, "duplicate")]
     ok = sorted((t for t in scored if t.state == optuna.trial.TrialState.COMPLETE
@@ -25,6 +27,7 @@ def summarize(tuner, *, wall_s: Optional[float] = None, confirm: Optional[dict] 
         "predicted": tuner.opts.backend == "model", "gpu": tuner.gpu_slug, "variant": tuner.opts.variant,
         "shape": tuner.opts.shape, "problem": tuner.problem.describe(),
         "trials": len(trials), "scored": len(scored),
+        "run": sum(1 for t in scored if t.user_attrs["status"] not in FREE),
         "duplicates": sum(1 for t in trials if t.user_attrs.get("status") == "duplicate"),
         "categories": dict(Counter(t.user_attrs["status"] for t in scored)),
         "best": top[0] if top else None, "top": top, "confirm": confirm,
@@ -46,7 +49,8 @@ def _max_error(errors: dict) -> Optional[float]:
 def table(summary: dict[str, Any]) -> Iterable[str]:
     label = "predicted" if summary["predicted"] else "measured"
     yield (f"study {summary['study']} ({summary['backend']} backend, {summary['gpu']}): "
-           f"{summary['scored']} trials scored, {summary['duplicates']} duplicates skipped"
+           f"{summary['scored']} trials scored ({summary['run']} run, {summary['scored'] - summary['run']} "
+           f"answered before running), {summary['duplicates']} duplicates skipped"
            + (f", {summary['wall_s']:.0f} s" if summary.get("wall_s") is not None else ""))
     yield "  by status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["categories"].items(),
                                                                      key=lambda kv: -kv[1]))

@@ -12,8 +12,9 @@ Optuna storage (SQLite file by default, any RDB URL, PostgreSQL for several host
         -> worker: validate, time (gpu) / interpreter check + model score (model)
         -> tell: COMPLETE with the value, or FAIL with the failure category
 
-The budget (--trials scored trials, duplicates not counted) and the duplicate check are read from
-the storage, so processes and hosts sharing one study together score exactly --trials trials and
+The budget (--trials trials run: candidates rejected before compiling or pruned by the model are
+recorded but free, duplicates are answered from the storage) and the duplicate check are read from
+the storage, so processes and hosts sharing one study together run exactly --trials trials and
 no candidate twice. Each trial records its category, errors vs float64, timings or prediction,
 compiled resources, the GPU's clock and temperature, and the host and process that ran it. A
 killed run resumes: trials left RUNNING by a dead process of this host are failed (user attribute
@@ -49,6 +50,11 @@ PRUNED = "pruned-by-model"
 INVALID_PENALTY_MS = 1e9
 DUPLICATE = "duplicate"
 CONSECUTIVE_DUPLICATES_LIMIT = 50     # a sampler that only re-proposes scored configs has converged
+# Answered without running (no compile, no GPU time): they do not spend --trials. In the first
+# backward studies 55% of the proposals were rejected configs and ate the budget. A space that is
+# nearly all invalid for a problem still ends: at most FREE_PER_TRIAL free answers per trial asked.
+FREE = (status.INVALID_CONFIG, PRUNED)
+FREE_PER_TRIAL = 10
 WAIT_S = 0.5                          # polling while an earlier trial scores the same candidate
 UNDECIDED = object()                  # _screen: another trial may be scoring this candidate
 
@@ -181,7 +187,7 @@ class Tuner:
             self.study.enqueue_trial(searched, skip_if_exists=True)
         trials = self.study.get_trials(deepcopy=False)
         done = [t for t in trials if _scored(t)]
-        self.progress.done = len(done)
+        self.progress.done = sum(1 for t in done if _counted(t))
         self.progress.categories.update(t.user_attrs["status"] for t in done)
         ok = [t for t in done if t.user_attrs["status"] == status.OK and t.value is not None]
         if ok:
@@ -226,14 +232,16 @@ class Tuner:
     # ---- the loop
 
     def _budget_left(self) -> bool:
-        """Scored trials of every process sharing the study, plus the ones running, against --trials."""
+        """Trials run by every process sharing the study, plus the ones running, against --trials
+        (and the free answers against FREE_PER_TRIAL x --trials)."""
         import optuna
         if time.monotonic() - self._last_reap > HEARTBEAT_S:
             self._reap()                    # a dead worker's trial must not hold the budget forever
         trials = self.study.get_trials(deepcopy=False)
-        self.progress.done = sum(1 for t in trials if _scored(t))
+        self.progress.done = sum(1 for t in trials if _counted(t))
+        free = sum(1 for t in trials if _scored(t) and not _counted(t))
         running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
-        return (self.progress.done + running < self.opts.trials
+        return (self.progress.done + running < self.opts.trials and free < FREE_PER_TRIAL * self.opts.trials
                 and self._duplicates_in_a_row < CONSECUTIVE_DUPLICATES_LIMIT
                 and not self.study.sampler.exhausted(self.study))
 
@@ -339,7 +347,7 @@ class Tuner:
         status, and a candidate that came from the queue goes back into it."""
         import optuna
         running = optuna.trial.TrialState.RUNNING
-        ahead = sum(1 for t in trials if _scored(t) or (t.state == running and t.number < trial.number))
+        ahead = sum(1 for t in trials if _counted(t) or (t.state == running and t.number < trial.number))
         if ahead < self.opts.trials:
             return False
         trial.set_user_attr("message", "not run: the study's budget was taken by other workers' trials")
@@ -397,7 +405,7 @@ class Tuner:
             else:
                 self._duplicates_in_a_row += 1
             if count:
-                self.progress.done += 1
+                self.progress.done += category not in FREE
                 self.progress.categories[category] += 1
                 if category == status.OK and (self.progress.best_ms is None or value < self.progress.best_ms):
                     self.progress.best_ms = value
@@ -459,8 +467,13 @@ class Tuner:
 
 
 def _scored(trial) -> bool:
-    """Counts towards --trials: finished with a category other than duplicate."""
+    """Answered for its candidate: finished with a category other than duplicate."""
     return trial.state.is_finished() and trial.user_attrs.get("status") not in (None, DUPLICATE)
+
+
+def _counted(trial) -> bool:
+    """Spends --trials: scored, and not answered before running (FREE)."""
+    return _scored(trial) and trial.user_attrs.get("status") not in FREE
 
 
 def _decided_by(trial, trials: list):

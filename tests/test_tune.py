@@ -20,7 +20,7 @@ import pytest
 from m2tune import status
 from m2tune.samplers import SamplerError
 from m2tune.storage import quiet
-from m2tune.tune import UNDECIDED, TuneError, TuneOptions, Tuner
+from m2tune.tune import FREE, UNDECIDED, TuneError, TuneOptions, Tuner
 from tests import planted_variants as planted
 from tests.tuning import (ROOT, SHAPE, SMALL_BUCKET, SMALL_SPACE, TARGET, assert_no_repeats, environment,
                           params_key, scored, small_space, trials_of, tune_command)
@@ -148,7 +148,7 @@ def test_cli_end_to_end_on_the_model_backend(tmp_path):
     summary = json.loads(done.stdout)
     assert summary["predicted"] is True and summary["backend"] == "model" and summary["gpu"] == TARGET
     assert summary["shape"] == SHAPE and summary["study"] == study
-    assert summary["scored"] == 3 == sum(summary["categories"].values())
+    assert summary["run"] == 3 and summary["scored"] == sum(summary["categories"].values())
     assert summary["categories"].get(status.OK, 0) >= 1
     assert summary["best"] == summary["top"][0] and summary["best"]["value_ms"] > 0
     # every scored value is the model's prediction for the target, and the trial says so
@@ -162,7 +162,7 @@ def test_cli_end_to_end_on_the_model_backend(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert table.returncode == 0, table.stdout + table.stderr
     assert "PREDICTED" in table.stdout and "predicted ms" in table.stdout, table.stdout
-    assert f"study {study} (model backend, {TARGET}): 3 trials scored" in table.stdout
+    assert f"study {study} (model backend, {TARGET}): {summary['scored']} trials scored (3 run, " in table.stdout
     assert len(trials_of(storage, study)) == count
 
 
@@ -250,18 +250,22 @@ def test_races_between_workers_are_settled_by_trial_number(tmp_path):
     assert [t.system_attrs["fixed_params"] for t in waiting] == [late.params]   # back in line
 
 
-def test_rejected_configs_are_told_with_a_penalty_so_samplers_learn(tmp_path):
-    """Samplers ignore FAIL trials; a rejected config must carry a (bad) value to steer TPE away."""
+def test_rejected_configs_are_told_with_a_penalty_and_do_not_spend_the_budget(tmp_path):
+    """Samplers ignore FAIL trials; a rejected config must carry a (bad) value to steer TPE away.
+    It costs no compile and no GPU time, so it does not count towards --trials."""
     from m2tune.tune import INVALID_PENALTY_MS
     storage = f"sqlite:///{tmp_path}/s.db"
     # the forward's default (fma products) cannot hold a 64-wide tile: the first trial is rejected
     tuner = Tuner(TuneOptions(shape="k128-v64-b4-n8-s4096", backend="model", target="nvidia-h200",
-                              trials=1, storage=storage))
+                              trials=1, storage=storage, sampler="random"))
     result = tuner.run()
-    (trial,) = [t for t in tuner.study.get_trials() if t.state.is_finished()]   # the rest wait in the queue
-    assert trial.user_attrs["status"] == "invalid-config" and "registers" in trial.user_attrs["message"]
-    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == INVALID_PENALTY_MS
-    assert result["best"] is None and result["categories"] == {"invalid-config": 1}
+    finished = sorted((t for t in tuner.study.get_trials() if t.state.is_finished()), key=lambda t: t.number)
+    first = finished[0]
+    assert first.user_attrs["status"] == "invalid-config" and "registers" in first.user_attrs["message"]
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == INVALID_PENALTY_MS
+    # ... and the study went on until one candidate ran
+    assert result["run"] == 1 and result["categories"]["invalid-config"] == len(finished) - 1 >= 1
+    assert finished[-1].user_attrs["status"] not in FREE
 
 
 def test_confirm_prefers_less_memory_only_inside_the_noise():
