@@ -28,21 +28,4 @@ cp profiles/nvidia-h200/m2rnn_bwd.json "$OUT/"
 python3 cli.py check profiles
 python3 cli.py show --shape paper-7b | grep -v "does not fit"
 timeout 240 python3 bench/h200_runtime.py "$OUT/runtime" 2>&1 | tail -6
-timeout 120 python3 - "$OUT" <<'PY'
-import json, sys
-from bench.h200_training import measure_training
-from m2tune.gpu import environment
-from m2tune.problem import shape
-from m2tune.ops import choices_for
-from m2tune import runtime
-rows = []
-for name in ("paper-7b", "paper-400m"):
-    problem = shape(name)
-    chosen = {part: c.describe() for part, c in choices_for(problem, gpu=runtime.current_gpu()).items()}
-    rows.append({"shape": name, "runtime_choice": chosen, **measure_training(problem, None)})
-    r = rows[-1]
-    print(name, {k: r.get(k) for k in ("fwd_bwd_ms", "peak_extra_mib", "valid", "error")},
-          "max grad err", max(v for k, v in r.get("errors_S512", {"-": 0}).items() if k not in ("y", "h_T")),
-          "y err", r.get("errors_S512", {}).get("y"))
-json.dump({"environment": environment(), "rows": rows}, open(f"{sys.argv[1]}/training.json", "w"), indent=2)
-PY
+timeout 120 python3 bench/h200_runtime_training.py "$OUT"

@@ -4,6 +4,9 @@ Per study (one kernel, one shape bucket, one GPU): the confirm stage's winner wh
 (its median over interleaved rounds, next to the default config's time from the same rounds),
 else the best trial; its measured spread, the study's trial count, its name, and the compiled
 kernel's registers and shared memory. Studies of the model backend export with measured=false.
+When the chosen forward rounds the state (runtime.training_reason: its checkpoints would spoil the
+gradients), the entry also holds `training`: the study's fastest validated config that does not,
+which the runtime uses when gradients will be taken.
 Provenance (GPU, Triton/torch/m2tune versions, template hash) comes from the study itself, i.e.
 from the machine that ran it, not the one exporting; each entry keeps its own versions. Entries
 merge into an existing file by bucket, so a profile grows one study at a time; studies of another
@@ -16,6 +19,7 @@ from typing import Any, Iterable, Optional
 
 from . import status
 from .profile_file import ProfileFileError, bucket_of, dumps, load
+from .runtime import training_reason
 from .problem import shape as named_shape
 
 
@@ -60,6 +64,14 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
         "trials": len(scored), "study": study.study_name,
         "resources": chosen.user_attrs.get("resources"),
     }
+    kernel = identity["variant"]
+    if training_reason(kernel, study_config(kernel, chosen)):
+        safe = sorted((t for t in ok if training_reason(kernel, study_config(kernel, t)) is None),
+                      key=lambda t: t.value)
+        if safe:
+            entry["training"] = {"config": safe[0].user_attrs["config"], "time_ms": safe[0].value,
+                                 "spread": _spread(safe[0].user_attrs), "trial": safe[0].number,
+                                 "resources": safe[0].user_attrs.get("resources")}
     env = attrs.get("environment", {})
     entry["versions"] = {k: env.get(k) for k in ("triton", "torch", "m2tune")}
     if not measured:
@@ -70,6 +82,11 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
               "versions": {k: env.get(k) for k in ("triton", "torch", "m2tune")},
               "variant_hash": attrs["variant_hash"]}
     return header, entry
+
+
+def study_config(kernel: str, trial):
+    from .problem import KernelConfig
+    return KernelConfig.of(kernel, trial.user_attrs["config"])
 
 
 def _spread(a: dict) -> Optional[float]:

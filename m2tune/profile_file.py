@@ -10,7 +10,9 @@
                   "study": "m2rnn_fwd/paper-7b/nvidia-h200/gpu",
                   "resources": {"n_regs": 78, "shared": 1024, ...}}, ...]}
 
-`measured: false` marks configs scored by the performance model only. Entries are sorted by
+`measured: false` marks configs scored by the performance model only. A forward entry whose config
+rounds the state (dot_bf16, dot_tf32) may also hold `"training": {"config": ..., "time_ms": ...}`: the
+same study's fastest config that keeps the checkpointed state accurate, used when gradients are taken. Entries are sorted by
 bucket, keys sorted, two-space indents: re-exporting the same studies gives the same bytes, and a
 new bucket is a small diff. Reading never imports optuna, pandas or plotly (the runtime reads).
 """

@@ -258,12 +258,18 @@ def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool
             skipped.append(f"{path}: bucket {entry.name or entry.bucket} does not fit this problem: {why}")
             continue
         why = training_reason(kernel, config) if training else None
+        role = ""
+        if why and entry.raw.get("training"):
+            # the same study's fastest config whose checkpoints are accurate (m2tune export)
+            config = KernelConfig.of(kernel, {**module.DEFAULT.as_dict(), **entry.raw["training"]["config"]})
+            why = module.check(problem, config) or training_reason(kernel, config)
+            role = ", training entry"
         if why:
             skipped.append(f"{path}: bucket {entry.name or entry.bucket}: {why}")
             continue
         d = distance(problem, entry.bucket)
-        reason = f"exact bucket {entry.name}" if d == 0 and entry.bucket == bucket_of(problem) else \
-            f"nearest bucket {entry.name} (distance {d:.2f})"
+        reason = f"exact bucket {entry.name}{role}" if d == 0 and entry.bucket == bucket_of(problem) else \
+            f"nearest bucket {entry.name}{role} (distance {d:.2f})"
         return Choice(kernel, config, path, reason, gpu, entry.name, d, entry.measured, tuple(skipped))
     why = f"no tuned {kernel} config for {gpu}" + (" usable here" if ranked or skipped else "")
     if not ranked and not skipped:

@@ -261,8 +261,40 @@ def test_round_trip_study_to_file_to_lookup(tmp_path, monkeypatch):
     assert again == [written] and written.read_text() == text
     entry = json.loads(text)["entries"][0]
     assert entry["measured"] is False and entry["predicted_for"] == "nvidia-h200"
-    assert entry["trials"] == 2 and entry["study"] == result["study"]
+    assert entry["trials"] == result["scored"] and entry["study"] == result["study"]
     monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path / "profiles"))
     choice = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200")
     assert choice.reason == "exact bucket small" and choice.measured is False
     assert choice.config.as_dict() == result["best"]["config"]
+
+
+TRAINING_SPACE = """\
+variant: m2rnn_fwd
+params:
+  MATMUL: {choices: [fma, dot_bf16, dot_ieee]}
+  BLOCK_K: {choices: [16]}
+buckets:
+  - {name: small, shape: small}
+"""
+
+
+def test_export_adds_a_training_entry_when_the_winner_rounds_the_state(tmp_path, monkeypatch):
+    """bf16 products win the (model backend) study: the file keeps them for inference and the best
+    state-accurate trial as the bucket's training entry, which the runtime uses with gradients."""
+    from m2tune.export import export
+    from m2tune.tune import TuneOptions, Tuner
+    space = tmp_path / "space.yaml"
+    space.write_text(TRAINING_SPACE)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    Tuner(TuneOptions(shape="small", backend="model", target="nvidia-h200", trials=3, storage=storage,
+                      space=str(space), sampler="grid")).run()
+    (written,) = export(storage, tmp_path / "profiles")
+    entry = json.loads(written.read_text())["entries"][0]
+    assert entry["config"]["MATMUL"] == "dot_bf16"
+    accurate = entry["training"]["config"]["MATMUL"]
+    assert accurate in ("fma", "dot_ieee") and entry["training"]["time_ms"] > entry["time_ms"]
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path / "profiles"))
+    infer = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200")
+    train = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200", training=True)
+    assert infer.reason == "exact bucket small" and infer.config["MATMUL"] == "dot_bf16"
+    assert train.reason == "exact bucket small, training entry" and train.config["MATMUL"] == accurate
