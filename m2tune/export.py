@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import status
+from .problem import KernelConfig
 from .profile_file import ProfileFileError, bucket_of, dumps, load
 from .runtime import training_reason
 from .problem import shape as named_shape
@@ -54,18 +55,21 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
     winner = confirm.get("winner")
     chosen = best
     if winner:
-        chosen = next((t for t in ok if t.user_attrs.get("config") == winner["config"]), best)
+        # the confirm winner may be the default config with no ok trial of its own (memory tie-break):
+        # then its config and time come from the confirm rounds alone
+        chosen = next((t for t in ok if t.user_attrs.get("config") == winner["config"]), None)
     measured = identity["backend"] == "gpu"
+    attrs_of = chosen.user_attrs if chosen is not None else {}
     entry = {
-        "bucket": bucket_of(problem), "name": name, "config": chosen.user_attrs["config"],
+        "bucket": bucket_of(problem), "name": name, "config": winner["config"] if winner else chosen.user_attrs["config"],
         "measured": measured,
         "time_ms": winner["median_ms"] if winner else chosen.value,
-        "spread": _spread(chosen.user_attrs), "default_ms": confirm.get("default_ms"),
+        "spread": _spread(attrs_of), "default_ms": confirm.get("default_ms"),
         "trials": len(scored), "study": study.study_name,
-        "resources": chosen.user_attrs.get("resources"),
+        "resources": attrs_of.get("resources"),
     }
     kernel = identity["variant"]
-    if training_reason(kernel, study_config(kernel, chosen)):
+    if training_reason(kernel, KernelConfig.of(kernel, entry["config"])):
         safe = sorted((t for t in ok if training_reason(kernel, study_config(kernel, t)) is None),
                       key=lambda t: t.value)
         if safe:
@@ -84,8 +88,7 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, entry
 
 
-def study_config(kernel: str, trial):
-    from .problem import KernelConfig
+def study_config(kernel: str, trial) -> KernelConfig:
     return KernelConfig.of(kernel, trial.user_attrs["config"])
 
 

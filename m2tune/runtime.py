@@ -259,9 +259,10 @@ def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool
             continue
         why = training_reason(kernel, config) if training else None
         role = ""
-        if why and entry.raw.get("training"):
+        training_params = (entry.raw.get("training") or {}).get("config") if why else None
+        if isinstance(training_params, dict):
             # the same study's fastest config whose checkpoints are accurate (m2tune export)
-            config = KernelConfig.of(kernel, {**module.DEFAULT.as_dict(), **entry.raw["training"]["config"]})
+            config = KernelConfig.of(kernel, {**module.DEFAULT.as_dict(), **training_params})
             why = module.check(problem, config) or training_reason(kernel, config)
             role = ", training entry"
         if why:

@@ -32,6 +32,7 @@ def summarize(tuner, *, wall_s: Optional[float] = None, confirm: Optional[dict] 
         "categories": dict(Counter(t.user_attrs["status"] for t in scored)),
         "best": top[0] if top else None, "top": top, "confirm": confirm,
         "wall_s": round(wall_s, 1) if wall_s is not None else None,
+        "stop_reason": getattr(tuner, "stop_reason", None),
     }
 
 
@@ -68,5 +69,7 @@ def table(summary: dict[str, Any]) -> Iterable[str]:
             line += (f" vs the default config's {confirm['default_ms']:.4f} ms in the same rounds "
                      f"({confirm['speedup_vs_default']:.2f}x)")
         yield line
+    if summary.get("stop_reason"):
+        yield "  " + summary["stop_reason"]
     if summary["predicted"]:
         yield "  times are PREDICTED by the performance model for the target GPU, not measured"

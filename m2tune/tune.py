@@ -13,7 +13,8 @@ Optuna storage (SQLite file by default, any RDB URL, PostgreSQL for several host
         -> tell: COMPLETE with the value, or FAIL with the failure category
 
 The budget (--trials trials run: candidates rejected before compiling or pruned by the model are
-recorded but free, duplicates are answered from the storage) and the duplicate check are read from
+recorded but free, duplicates are answered from the storage; a study made before that rule runs
+more on resume, as its rejected trials stop counting) and the duplicate check are read from
 the storage, so processes and hosts sharing one study together run exactly --trials trials and
 no candidate twice. Each trial records its category, errors vs float64, timings or prediction,
 compiled resources, the GPU's clock and temperature, and the host and process that ran it. A
@@ -158,6 +159,7 @@ class Tuner:
         self.on_progress = on_progress
         self._best_config: Optional[KernelConfig] = None
         self._duplicates_in_a_row = 0
+        self.stop_reason: Optional[str] = None    # why the loop ended before --trials ran, if it did
         self._ownerless: dict[int, float] = {}      # trial id -> when first seen RUNNING without an owner
         self._last_reap = time.monotonic()
         self._prepare_study()
@@ -179,9 +181,9 @@ class Tuner:
             self.study.set_user_attr("environment", _jsonable(environment()))
             self.study.set_user_attr("space", str(self.space.source))
         self._reap()
-        trials = self.study.get_trials(deepcopy=False)
         # every run, not only a new study: a starting point added to the space file later is tried
-        # when the study resumes; one already tried (any state) is not enqueued again
+        # when the study resumes (within its --trials: raise it if the budget is spent); one already
+        # tried (any state) is not enqueued again
         for params in self.space.starting_points():
             searched = {k: v for k, v in params.items() if k in self.distributions}
             self.study.enqueue_trial(searched, skip_if_exists=True)
@@ -241,9 +243,18 @@ class Tuner:
         self.progress.done = sum(1 for t in trials if _counted(t))
         free = sum(1 for t in trials if _scored(t) and not _counted(t))
         running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
-        return (self.progress.done + running < self.opts.trials and free < FREE_PER_TRIAL * self.opts.trials
-                and self._duplicates_in_a_row < CONSECUTIVE_DUPLICATES_LIMIT
-                and not self.study.sampler.exhausted(self.study))
+        stops = ((lambda: self.progress.done + running >= self.opts.trials, None),
+                 (lambda: free >= FREE_PER_TRIAL * self.opts.trials,
+                  f"stopped after {free} candidates rejected or pruned before running (the cap is "
+                  f"{FREE_PER_TRIAL} per trial asked): the space hardly fits this problem"),
+                 (lambda: self._duplicates_in_a_row >= CONSECUTIVE_DUPLICATES_LIMIT,
+                  f"stopped: the sampler proposed {CONSECUTIVE_DUPLICATES_LIMIT} scored candidates in a row"),
+                 (lambda: self.study.sampler.exhausted(self.study), "stopped: the search space is exhausted"))
+        for stop, reason in stops:
+            if stop():
+                self.stop_reason = reason
+                return False
+        return True
 
     def _ask(self):
         """A new trial with its owner recorded, or None when the budget is spent."""

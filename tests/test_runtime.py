@@ -179,18 +179,27 @@ def test_the_layer_and_the_op_use_the_looked_up_configs():
     assert fwd == runtime.lookup("m2rnn_fwd", problem, interpreter=True).config and fwd["TANH"] == "exact"
 
 
-def test_training_passes_over_forwards_that_round_the_state():
-    """The shipped paper-7b forward (dot_bf16) serves inference; training gets an fp32-accurate one."""
+def test_training_passes_over_forwards_that_round_the_state(tmp_path, monkeypatch):
+    """The shipped paper-7b forward (dot_bf16) serves inference; training gets the entry's training
+    config; an entry without one is passed over for training, with the reason."""
     problem = shape("paper-7b")
     infer = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200")
     train = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200", training=True)
     assert infer.reason == "exact bucket paper-7b" and infer.config["MATMUL"] in runtime.STATE_ROUNDING
-    assert train.config["MATMUL"] not in runtime.STATE_ROUNDING
+    assert train.reason == "exact bucket paper-7b, training entry" and train.measured
     assert runtime.training_reason("m2rnn_fwd", train.config) is None
-    assert any("bucket paper-7b" in s and "not used for training" in s for s in train.skipped), train.skipped
     # backward entries are not filtered: their products never write checkpoints
     assert runtime.lookup("m2rnn_bwd", problem, gpu="nvidia-h200", training=True).config == \
         runtime.lookup("m2rnn_bwd", problem, gpu="nvidia-h200").config
+
+    mine = {"BLOCK_K": 32, "MATMUL": "dot_bf16", "TANH": "approx"}
+    _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [_entry(problem, mine, name="paper-7b")])
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    runtime.clear_cache()
+    assert runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200").source.startswith(str(tmp_path))
+    train = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200", training=True)
+    assert train.source.startswith(str(SHIPPED)) and train.config["MATMUL"] not in runtime.STATE_ROUNDING
+    assert any(str(tmp_path) in s and "not used for training" in s for s in train.skipped), train.skipped
 
 
 def test_the_op_plans_a_training_forward_exactly_when_gradients_flow(monkeypatch):
@@ -226,7 +235,7 @@ def test_cli_show_and_check(tmp_path):
     out = runner.invoke(cli.main, ["show", "--shape", "paper-7b", "--gpu", "NVIDIA H200 NVL"])
     assert out.exit_code == 0, out.output
     assert "exact bucket paper-7b (measured)" in out.output and str(SHIPPED) in out.output
-    assert "training: m2rnn_fwd" in out.output and "not used for training" in out.output
+    assert "training: m2rnn_fwd: exact bucket paper-7b, training entry (measured)" in out.output
     ok = runner.invoke(cli.main, ["check", str(ROOT / "profiles")])
     assert ok.exit_code == 0 and "FAIL" not in ok.output, ok.output
     path = _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [_entry(shape("paper-7b"), {"BLOCK_K": 16})])
@@ -298,3 +307,25 @@ def test_export_adds_a_training_entry_when_the_winner_rounds_the_state(tmp_path,
     train = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200", training=True)
     assert infer.reason == "exact bucket small" and infer.config["MATMUL"] == "dot_bf16"
     assert train.reason == "exact bucket small, training entry" and train.config["MATMUL"] == accurate
+
+
+def test_export_takes_a_confirm_winner_without_a_trial_of_its_own(tmp_path):
+    """The confirm stage may pick the default config (memory tie-break) when the study never ran it:
+    the entry then carries that config and its confirmed time, not another trial's."""
+    import optuna
+
+    from m2tune.export import export
+    from m2tune.storage import open_storage
+    from m2tune.tune import TuneOptions, Tuner
+    storage = f"sqlite:///{tmp_path}/s.db"
+    tuner = Tuner(TuneOptions(shape="small", backend="model", target="nvidia-h200", trials=1, storage=storage))
+    tuner.run()
+    ran = {json.dumps(t.user_attrs.get("config"), sort_keys=True) for t in tuner.study.get_trials()}
+    winner = {**tuner.space.config({}).as_dict(), "BLOCK_K": 64, "num_warps": 4}
+    assert json.dumps(winner, sort_keys=True) not in ran
+    study = optuna.load_study(study_name=tuner.name, storage=open_storage(storage))
+    study.set_user_attr("confirm", {"winner": {"config": winner, "median_ms": 1.25}, "default_ms": 9.0})
+    (written,) = export(storage, tmp_path / "profiles")
+    entry = json.loads(written.read_text())["entries"][0]
+    assert entry["config"] == winner and entry["time_ms"] == 1.25 and entry["default_ms"] == 9.0
+    assert entry["resources"] is None and entry["spread"] is None

@@ -277,3 +277,27 @@ def test_confirm_prefers_less_memory_only_inside_the_noise():
     assert pick_winner(entries, memory.get)["config"] == "b"            # tied in time, a third of the memory
     assert pick_winner(entries[2:], memory.get)["config"] == "c"
     assert pick_winner(entries[3:], memory.get) is None
+
+
+WIDE_SPACE = """\
+variant: m2rnn_fwd
+params:
+  BLOCK_K: {choices: [16, 32, 64, 128]}
+  BLOCK_B: {choices: [1, 2, 4]}
+  PREFETCH: {low: 0, high: 2}
+buckets:
+  - {name: wide, B: 4, S: 64, K: 128, V: 64, N: 2, shared_qk: true, dtype: float32}
+"""
+
+
+def test_a_space_that_does_not_fit_the_problem_stops_and_says_why(tmp_path):
+    """fma products with 1 warp never hold a 64-wide tile: every candidate is rejected before
+    running, none spends --trials, and the study ends at the cap on free answers with the reason."""
+    from m2tune.summary import table
+    from m2tune.tune import FREE_PER_TRIAL
+    space = tmp_path / "wide.yaml"
+    space.write_text(WIDE_SPACE)
+    result = Tuner(options(tmp_path, space=str(space), shape="wide", trials=1, sampler="random")).run()
+    assert result["run"] == 0 and result["categories"] == {status.INVALID_CONFIG: FREE_PER_TRIAL}
+    assert "rejected or pruned before running" in result["stop_reason"]
+    assert result["stop_reason"] in "\n".join(table(result))
