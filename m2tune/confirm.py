@@ -11,7 +11,7 @@ config's time comes from the same rounds, which makes the speed-up a side-by-sid
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import status
 from .problem import KernelConfig
@@ -20,17 +20,17 @@ from .problem import KernelConfig
 TIE = 0.01
 
 
-def pick_winner(entries: list[dict], memory: Optional[Callable[[dict], int]] = None) -> Optional[dict]:
-    """The entry with the lowest median_ms, or among those within TIE of it the one needing the
-    least memory (memory(entry["config"]) -> bytes; ties on memory go to the faster)."""
+def pick_winner(entries: list[dict]) -> Optional[dict]:
+    """The entry with the lowest median_ms, or among those within TIE of it the one with the least
+    extra_bytes (where every tied entry has it; ties on memory go to the faster)."""
     timed = [e for e in entries if e["median_ms"] is not None]
     if not timed:
         return None
     best = min(timed, key=lambda e: e["median_ms"])
-    if memory is None:
-        return best
     tied = [e for e in timed if e["median_ms"] <= best["median_ms"] * (1 + TIE)]
-    return min(tied, key=lambda e: (memory(e["config"]), e["median_ms"]))
+    if any(e.get("extra_bytes") is None for e in tied):
+        return best
+    return min(tied, key=lambda e: (e["extra_bytes"], e["median_ms"]))
 
 
 def _candidates(tuner) -> list[tuple[KernelConfig, Optional[int], bool]]:
@@ -69,13 +69,10 @@ def confirm_top(tuner, evaluator) -> dict[str, Any]:
                 entries[i]["failures"].append(f"{outcome.result.status}: {outcome.result.message}")
     for e in entries:
         e["median_ms"] = statistics.median(e["times_ms"]) if len(e["times_ms"]) == rounds else None
-    memory = None
     if hasattr(tuner.module, "extra_bytes"):
-        memory = lambda params: tuner.module.extra_bytes(tuner.problem, tuner.space.config(params))  # noqa: E731
-    for e in entries:
-        if memory is not None:
-            e["extra_bytes"] = memory(e["config"])
-    winner = pick_winner(entries, memory)
+        for e in entries:
+            e["extra_bytes"] = tuner.module.extra_bytes(tuner.problem, tuner.space.config(e["config"]))
+    winner = pick_winner(entries)
     default = next((e for e in entries if e["is_default"]), None)
     default_ms = default["median_ms"] if default else None
     return {"rounds": rounds, "entries": entries, "winner": winner,

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import status
-from .problem import KernelConfig
+from .problem import KernelConfig, shape as named_shape
 from .profile_file import ProfileFileError, bucket_of, dumps, load
 from .runtime import training_reason
-from .problem import shape as named_shape
 
 
 class ExportError(ValueError):
@@ -61,7 +60,8 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
     measured = identity["backend"] == "gpu"
     attrs_of = chosen.user_attrs if chosen is not None else {}
     entry = {
-        "bucket": bucket_of(problem), "name": name, "config": winner["config"] if winner else chosen.user_attrs["config"],
+        "bucket": bucket_of(problem), "name": name,
+        "config": winner["config"] if winner else chosen.user_attrs["config"],
         "measured": measured,
         "time_ms": winner["median_ms"] if winner else chosen.value,
         "spread": _spread(attrs_of), "default_ms": confirm.get("default_ms"),

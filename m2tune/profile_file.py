@@ -12,8 +12,8 @@
 
 `measured: false` marks configs scored by the performance model only. A forward entry whose config
 rounds the state (dot_bf16, dot_tf32) may also hold `"training": {"config": ..., "time_ms": ...}`: the
-same study's fastest config that keeps the checkpointed state accurate, used when gradients are taken. Entries are sorted by
-bucket, keys sorted, two-space indents: re-exporting the same studies gives the same bytes, and a
+same study's fastest config that keeps the checkpointed state accurate, used when gradients are
+taken. Entries are sorted by bucket, keys sorted, two-space indents: re-exporting the same studies gives the same bytes, and a
 new bucket is a small diff. Reading never imports optuna, pandas or plotly (the runtime reads).
 """
 from __future__ import annotations

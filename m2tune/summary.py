@@ -12,7 +12,7 @@ TOP = 5
 def summarize(tuner, *, wall_s: Optional[float] = None, confirm: Optional[dict] = None) -> dict[str, Any]:
     import optuna
 
-    from .tune import FREE
+    from .tune import spends_budget
     trials = tuner.study.get_trials(deepcopy=False)
     scored = [t for t in trials if t.user_attrs.get("status") not in (None, "duplicate")]
     ok = sorted((t for t in scored if t.state == optuna.trial.TrialState.COMPLETE
@@ -27,7 +27,7 @@ def summarize(tuner, *, wall_s: Optional[float] = None, confirm: Optional[dict] 
         "predicted": tuner.opts.backend == "model", "gpu": tuner.gpu_slug, "variant": tuner.opts.variant,
         "shape": tuner.opts.shape, "problem": tuner.problem.describe(),
         "trials": len(trials), "scored": len(scored),
-        "run": sum(1 for t in scored if t.user_attrs["status"] not in FREE),
+        "run": sum(1 for t in scored if spends_budget(t)),
         "duplicates": sum(1 for t in trials if t.user_attrs.get("status") == "duplicate"),
         "categories": dict(Counter(t.user_attrs["status"] for t in scored)),
         "best": top[0] if top else None, "top": top, "confirm": confirm,

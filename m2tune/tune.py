@@ -189,7 +189,7 @@ class Tuner:
             self.study.enqueue_trial(searched, skip_if_exists=True)
         trials = self.study.get_trials(deepcopy=False)
         done = [t for t in trials if _scored(t)]
-        self.progress.done = sum(1 for t in done if _counted(t))
+        self.progress.done = sum(1 for t in done if spends_budget(t))
         self.progress.categories.update(t.user_attrs["status"] for t in done)
         ok = [t for t in done if t.user_attrs["status"] == status.OK and t.value is not None]
         if ok:
@@ -240,8 +240,8 @@ class Tuner:
         if time.monotonic() - self._last_reap > HEARTBEAT_S:
             self._reap()                    # a dead worker's trial must not hold the budget forever
         trials = self.study.get_trials(deepcopy=False)
-        self.progress.done = sum(1 for t in trials if _counted(t))
-        free = sum(1 for t in trials if _scored(t) and not _counted(t))
+        self.progress.done = sum(1 for t in trials if spends_budget(t))
+        free = sum(1 for t in trials if _scored(t) and not spends_budget(t))
         running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
         stops = ((lambda: self.progress.done + running >= self.opts.trials, None),
                  (lambda: free >= FREE_PER_TRIAL * self.opts.trials,
@@ -358,7 +358,7 @@ class Tuner:
         status, and a candidate that came from the queue goes back into it."""
         import optuna
         running = optuna.trial.TrialState.RUNNING
-        ahead = sum(1 for t in trials if _counted(t) or (t.state == running and t.number < trial.number))
+        ahead = sum(1 for t in trials if spends_budget(t) or (t.state == running and t.number < trial.number))
         if ahead < self.opts.trials:
             return False
         trial.set_user_attr("message", "not run: the study's budget was taken by other workers' trials")
@@ -482,7 +482,7 @@ def _scored(trial) -> bool:
     return trial.state.is_finished() and trial.user_attrs.get("status") not in (None, DUPLICATE)
 
 
-def _counted(trial) -> bool:
+def spends_budget(trial) -> bool:
     """Spends --trials: scored, and not answered before running (FREE)."""
     return _scored(trial) and trial.user_attrs.get("status") not in FREE
 

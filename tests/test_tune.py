@@ -274,9 +274,10 @@ def test_confirm_prefers_less_memory_only_inside_the_noise():
     entries = [{"config": "a", "median_ms": 10.0}, {"config": "b", "median_ms": 10.0 * (1 + TIE / 2)},
                {"config": "c", "median_ms": 10.0 * (1 + 2 * TIE)}, {"config": "d", "median_ms": None}]
     assert pick_winner(entries)["config"] == "a"                        # no memory known: the fastest
-    assert pick_winner(entries, memory.get)["config"] == "b"            # tied in time, a third of the memory
-    assert pick_winner(entries[2:], memory.get)["config"] == "c"
-    assert pick_winner(entries[3:], memory.get) is None
+    with_memory = [{**e, "extra_bytes": memory.get(e["config"])} for e in entries]
+    assert pick_winner(with_memory)["config"] == "b"                    # tied in time, a third of the memory
+    assert pick_winner(with_memory[2:])["config"] == "c"
+    assert pick_winner(with_memory[3:]) is None
 
 
 WIDE_SPACE = """\
