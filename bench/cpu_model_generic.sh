@@ -7,7 +7,7 @@
 set -o pipefail
 STORAGE=${STORAGE:-sqlite:///generic.db}
 TRIALS=${TRIALS:-8}
-BUCKETS=$(PYTHONPATH=. python3 -c "from m2tune.space import load_space; print(' '.join(b.name for b in load_space('m2rnn_fwd').buckets if not b.name.startswith(('paper', 'square'))))")
+BUCKETS=$(PYTHONPATH=. python3 -c "from m2tune.tuning.space_file import load_space; print(' '.join(b.name for b in load_space('m2rnn_fwd').buckets if not b.name.startswith(('paper', 'square'))))")
 for variant in m2rnn_fwd m2rnn_bwd; do
     for bucket in $BUCKETS; do
         PYTHONPATH=. python3 cli.py tune --backend model --target nvidia-h200 --variant $variant --shape $bucket \

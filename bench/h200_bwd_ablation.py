@@ -16,23 +16,25 @@ from pathlib import Path
 
 import torch
 
-from kernel_variants import m2rnn_bwd
+from m2tune import variants
 from m2tune.gpu import environment
-from m2tune.measure import prepare
+from m2tune.measure.launch import prepare
 from m2tune.problem import shape
-from m2tune.timing import time_cuda
+from m2tune.measure.timing import time_cuda
 from tests.mutation import mutate
 
-SWEEP_Z = "z = _tanh(_matmul(hp, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt, TANH_APPROX)"
-RECOMPUTE_Z = "z = _tanh(_matmul(h, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt, TANH_APPROX)"
+m2rnn_bwd = variants.load("m2rnn_bwd")
+BWD = variants.spec("m2rnn_bwd")
+SWEEP_Z = "z = tanh(matmul(hp, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt, TANH_APPROX)"
+RECOMPUTE_Z = "z = tanh(matmul(h, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt, TANH_APPROX)"
 ACCUMULATE = {
-    "dq": "_accumulate(dq_base, q_offs, dqt, act, DQ_ATOMIC)",
-    "dk": "_accumulate(dk_base, k_offs, dkt, act, DK_ATOMIC)",
-    "dv": "_accumulate(dv_base, v_offs, dvt, v_mask, DV_ATOMIC)",
-    "df": "_accumulate(df_base, f_offs, dft, b_act, DF_ATOMIC)",
+    "dq": "accumulate(dq_base, q_offs, dqt, act, DQ_ATOMIC)",
+    "dk": "accumulate(dk_base, k_offs, dkt, act, DK_ATOMIC)",
+    "dv": "accumulate(dv_base, v_offs, dvt, v_mask, DV_ATOMIC)",
+    "df": "accumulate(df_base, f_offs, dft, b_act, DF_ATOMIC)",
 }
 DW = "dw += _matmul_tn(hp, da, DW_MATMUL, EMULATE_BF16_DOT)"
-CHAIN = "dh_new = fb * g + _matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)"
+CHAIN = "dh_new = fb * g + matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)"
 
 EDITS = {
     "base": [],
@@ -76,7 +78,7 @@ def variant(name, workdir):
 def profile():
     problem = shape("paper-7b")
     for params in CONFIGS.values():
-        prepared = prepare(problem, m2rnn_bwd.DEFAULT.with_params(**params))
+        prepared = prepare(problem, BWD.DEFAULT.with_params(**params))
         prepared.run()
         torch.cuda.synchronize()
 
@@ -89,7 +91,7 @@ def main(out, pick=""):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cname in names:
-            config = m2rnn_bwd.DEFAULT.with_params(**CONFIGS[cname])
+            config = BWD.DEFAULT.with_params(**CONFIGS[cname])
             for vname in edits:
                 module = variant(vname, Path(tmp))
                 row = {"config": cname, "variant": vname}

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from m2tune import variants
 from m2tune.gpu import environment
-from m2tune.hardware import HardwareProfile
-from m2tune.measure import describe_failure, time_config
-from m2tune.modelcheck import agreement, write_csv
-from m2tune.precompile import precompile
+from m2tune.model.hardware import HardwareProfile
+from m2tune.measure.launch import describe_failure, time_config
+from m2tune.model.modelcheck import agreement, write_csv
+from m2tune.measure.precompile import precompile
 from m2tune.problem import shape
 
 SHAPES = ("paper-7b", "paper-400m", "square-64")
@@ -34,7 +34,7 @@ KNOWN_GOOD = {
 
 
 def configs_for(variant, problem, count, rng):
-    module = variants.load(variant)
+    module = variants.spec(variant)
     picked = []
     for params in [{}] + KNOWN_GOOD[variant]:
         config = module.DEFAULT.with_params(**params)

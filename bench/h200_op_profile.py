@@ -13,7 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.h200_training import step_fn
 from m2tune.gpu import environment
 from m2tune.problem import shape
-from m2tune.timing import time_cuda
+from m2tune.measure.timing import time_cuda
 
 
 def main(out):

@@ -12,11 +12,11 @@ import json
 import sys
 
 from bench.h200_training import measure_training
-from kernel_variants import m2rnn_bwd
+from m2tune import variants
 from m2tune.gpu import environment
-from m2tune.measure import prepare
+from m2tune.measure.launch import prepare
 from m2tune.problem import shape
-from m2tune.timing import time_cuda
+from m2tune.measure.timing import time_cuda
 
 FORWARDS = {
     # the shipped paper-7b winner and the fp32-accurate forward (tf32x3: three tf32 passes)
@@ -44,7 +44,7 @@ LEVERS = {"base": {}, "STORE_Z=1": {"STORE_Z": 1}, "CKPT=64": {"CKPT": 64}, "CKP
 def levers(problem):
     rows = []
     for name, change in LEVERS.items():
-        config = m2rnn_bwd.DEFAULT.with_params(**{**BACKWARDS["bwd-bf16-approx"], **change})
+        config = variants.spec("m2rnn_bwd").DEFAULT.with_params(**{**BACKWARDS["bwd-bf16-approx"], **change})
         prepared = prepare(problem, config)
         t = time_cuda(prepared.run, reps=10)
         rows.append({"lever": name, "bwd_ms": t.median_ms, "spread": t.spread, **prepared.info})

@@ -25,6 +25,6 @@ if conf:
 PY
 python3 - "$OUT/resume.json" <<'PY' | tee -a "$OUT/resume.txt"
 import json, sys
-from m2tune.summary import table
+from m2tune.tuning.summary import table
 print("\n".join(table(json.load(open(sys.argv[1])))))
 PY

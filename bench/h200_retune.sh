@@ -17,7 +17,7 @@ run_tune() {  # shape trials limit
     timeout "$3" python3 cli.py tune --variant m2rnn_bwd --shape "$1" --trials "$2" --confirm "${CONFIRM:-2}" \
         --storage "$STORAGE" --json > "$OUT/tune_m2rnn_bwd_$1.json" 2> "$OUT/tune.log"
     echo "tune m2rnn_bwd $1: exit $? after ${SECONDS}s"
-    python3 -c "import json,sys; from m2tune.summary import table; print('\n'.join(table(json.load(open(sys.argv[1])))))" \
+    python3 -c "import json,sys; from m2tune.tuning.summary import table; print('\n'.join(table(json.load(open(sys.argv[1])))))" \
         "$OUT/tune_m2rnn_bwd_$1.json"
 }
 run_tune paper-7b "${TRIALS_7B:-40}" 220

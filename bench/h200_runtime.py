@@ -47,7 +47,7 @@ def child(mode: str, out_path: str) -> None:
     step()
     torch.cuda.synchronize()
     first_s = time.perf_counter() - t1
-    from m2tune.timing import time_cuda
+    from m2tune.measure.timing import time_cuda
     steady = time_cuda(step, warmup=1, reps=10)
     choices = {part: {"config": c.config.as_dict(), "source": c.source, "reason": c.reason,
                       "measured": c.measured}

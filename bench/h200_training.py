@@ -14,8 +14,9 @@ import torch
 from m2tune.gpu import environment
 from m2tune.ops import m2rnn
 from m2tune.problem import shape
-from m2tune.timing import time_cuda
-from m2tune.validate import TORCH_DTYPES, cast, make_inputs, validate_training
+from m2tune.measure.timing import time_cuda
+from m2tune.inputs import TORCH_DTYPES, cast, make_inputs
+from m2tune.measure.validate import validate_training
 
 FWD = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 32, "num_warps": 1}
 BWD = {"MATMUL": "dot_tf32x3", "TANH": "approx", "CKPT": 64}

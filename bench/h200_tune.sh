@@ -27,7 +27,7 @@ PY
 tail -c 3000 "$OUT/tune.log" | tr '\r' '\n' | tail -3
 python3 - "$OUT/tune.json" <<'PY'
 import json, sys
-from m2tune.summary import table
+from m2tune.tuning.summary import table
 try:
     print("\n".join(table(json.load(open(sys.argv[1])))))
 except Exception as exc:

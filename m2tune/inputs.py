@@ -1,10 +1,12 @@
-"""Input tensors of one M²RNN call: checks with clear errors, and the Problem they describe.
+"""Input tensors of one M²RNN call: checks with clear errors, the Problem they describe, and
+fresh realistic inputs for a Problem (what validation, timing and tests run on).
 
 Every error names the tensor, what was expected and what was given, so a
 shape bug in a training script is found from the message alone.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -14,6 +16,7 @@ from .problem import Problem
 
 _FLOATS = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16",
            torch.float64: "float64"}
+TORCH_DTYPES = {name: dtype for dtype, name in _FLOATS.items()}
 
 
 class InputError(ValueError):
@@ -129,3 +132,35 @@ def problem_of(x: Inputs) -> Problem:
     if seqlens is not None:
         return Problem.varlen(seqlens, **common)
     return Problem(B=B, S=S, **common)
+
+
+def make_inputs(problem: Problem, *, seed: int, device: str | torch.device = "cpu") -> Inputs:
+    """Realistic training-like inputs in float64 (cast per use): never zeros.
+
+    q, k ~ N(0,1)/sqrt(K); v ~ N(0,1); W = I + N(0, 0.1²/V) (near identity);
+    f = sigmoid(N(0,1) + 1) (mostly remembering); h0 ~ N(0, 0.1²).
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    p = problem
+    rows, T = (1, p.tokens) if p.is_varlen else (p.B, p.S)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    q = randn(rows, T, p.Nq, p.K) / p.K ** 0.5
+    k = randn(rows, T, p.Nk, p.K) / p.K ** 0.5
+    v = randn(rows, T, p.Nv, p.V)
+    W = torch.eye(p.V, dtype=torch.float64) + 0.1 * randn(p.Nw, p.V, p.V) / p.V ** 0.5
+    f = torch.sigmoid(randn(rows, T, p.Nf) + 1.0)
+    h0 = 0.1 * randn(p.B, p.N, p.K, p.V) if p.h0 else None
+    cu = None
+    if p.is_varlen:
+        cu = torch.tensor([0, *itertools.accumulate(p.seqlens)], dtype=torch.int32)
+    x = Inputs(q, k, v, W, f, h0, cu)
+    return Inputs(**{n: (t.to(device) if t is not None else None) for n, t in vars(x).items()})
+
+
+def cast(x: Inputs, dtype: torch.dtype, state: torch.dtype = torch.float32) -> Inputs:
+    """Inputs in dtype, h0 in `state` (kernels take an fp32 state), cu_seqlens as is."""
+    return Inputs(*(t.to(dtype) for t in (x.q, x.k, x.v, x.W, x.f)),
+                  x.h0.to(state) if x.h0 is not None else None, x.cu_seqlens)

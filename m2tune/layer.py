@@ -120,11 +120,11 @@ class M2RNN(nn.Module):
         whose gradients are taken (the forward then writes fp32-accurate checkpoints); False: a
         call under torch.no_grad() or with frozen parameters.
         """
-        from . import runtime
+        from .gpu import current_gpu
         from .ops import choices_for
         from .variants import interpreting
         problem = self.problem(batch, seqlen, dtype, with_state=with_state)
-        gpu = gpu or runtime.current_gpu()
+        gpu = gpu or current_gpu()
         return choices_for(problem, self.kernel_config, gpu=gpu, interpreter=gpu is None and interpreting(),
                            training=training)
 

@@ -20,11 +20,14 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from . import runtime, variants
+from .gpu import current_gpu
 from .inputs import Inputs, problem_of
+from .kernel_variants.m2rnn.naive import m2rnn_reference
 from .problem import KernelConfig, Problem
-from .reference import m2rnn_reference
 
 ConfigLike = Union[KernelConfig, Mapping[str, Any], None]
+ROLES = ("forward", "backward")
+
 
 def _kernels_available(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and variants.interpreting())
@@ -34,25 +37,28 @@ def choices_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = No
                 interpreter: Optional[bool] = None, training: bool = True) -> dict[str, runtime.Choice]:
     """{"forward": Choice, "backward": Choice}: what the op runs `problem` with on GPU `gpu`.
 
-    A config given by the caller (a KernelConfig, or parameters over the template's default) is
-    checked and used; otherwise the runtime looks up tuned profiles (m2tune/runtime.py). training:
-    gradients will be taken, so the forward must write fp32-accurate checkpoints
-    (runtime.training_reason); without it the fastest validated forward is used.
+    A config given by the caller (a KernelConfig, or parameters over the default of the role's first
+    kernel) is checked and used; otherwise the runtime picks among tuned profiles (runtime.choose).
+    training: gradients will be taken, so the forward must write fp32-accurate checkpoints (the
+    forward spec's training_reason); without it the fastest validated forward is used.
     """
     interp = variants.interpreting() if interpreter is None else interpreter
     out = {}
-    for part, kernel in (("forward", "m2rnn_fwd"), ("backward", "m2rnn_bwd")):
-        given = (config or {}).get(part)
+    for role in ROLES:
+        given = (config or {}).get(role)
         if given is None:
-            out[part] = runtime.lookup(kernel, problem, gpu=gpu, interpreter=interp, training=training)
+            out[role] = runtime.choose(role, problem, gpu=gpu, interpreter=interp, training=training)
             continue
-        module = variants.load(kernel)
-        base = runtime.fit_to_problem(module.DEFAULT, problem)
-        chosen = given if isinstance(given, KernelConfig) else base.with_params(**dict(given))
-        reason = module.check(problem, chosen, interpreter=interp)
+        if isinstance(given, KernelConfig):
+            spec = variants.spec(given.variant)
+            chosen = given
+        else:
+            spec = variants.spec(variants.for_role(role)[0])
+            chosen = spec.fit(spec.DEFAULT, problem).with_params(**dict(given))
+        reason = spec.check(problem, chosen, interpreter=interp)
         if reason:
-            raise ValueError(f"m2rnn: `config` for {kernel} cannot run {problem.describe()}: {reason}")
-        out[part] = runtime.Choice(kernel, chosen, "config argument", "given by the caller", gpu)
+            raise ValueError(f"m2rnn: `config` for {spec.name} cannot run {problem.describe()}: {reason}")
+        out[role] = runtime.Choice(spec.name, chosen, "config argument", "given by the caller", gpu)
     return out
 
 
@@ -90,11 +96,11 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
     problem = problem_of(x)
-    module = variants.load("m2rnn_fwd")
+    config = _from_json(plan, "forward")
     y = torch.empty(_y_shape(v, problem.N), dtype=q.dtype, device=q.device)
     h_T = torch.empty(problem.B, problem.N, problem.K, problem.V, dtype=torch.float32, device=q.device)
     # (n_seq, N, n_chunks, K, V): the shape the fake implementation promises, n_chunks = cdiv(S, CKPT)
-    ckpt = module.launch(problem, _from_json(plan, "forward"), x, y, h_T, ckpt_every=ckpt_every)
+    ckpt = variants.load(config.variant).launch(problem, config, x, y, h_T, ckpt_every=ckpt_every)
     return y, h_T, ckpt
 
 
@@ -114,10 +120,10 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
     problem = problem_of(x)
-    module = variants.load("m2rnn_bwd")
+    config = _from_json(plan, "backward")
     clip = gradient_clipping if gradient_clipping > 0 else None
-    g = module.launch_backward(problem, _from_json(plan, "backward"), x, ckpt, dy.contiguous(),
-                               dh_T.contiguous(), gradient_clipping=clip)
+    g = variants.load(config.variant).launch_backward(problem, config, x, ckpt, dy.contiguous(),
+                                                      dh_T.contiguous(), gradient_clipping=clip)
     dh0 = g["h0"] if h0 is not None else q.new_empty(0)
     return g["q"], g["k"], g["v"], g["W"], g["f"], dh0
 
@@ -163,7 +169,7 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
     if gradient_clipping is not None and not gradient_clipping > 0:
         raise ValueError(f"m2rnn: `gradient_clipping` expected a positive bound or None, got {gradient_clipping}")
     clip = float(gradient_clipping) if gradient_clipping is not None else 0.0
-    # gradients will flow: the forward's checkpoints must be fp32-accurate (runtime.training_reason)
+    # gradients will flow: the forward's checkpoints must be fp32-accurate (spec training_reason)
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, W, f, h0))
     if torch.compiler.is_compiling():
         # traced: plan from shapes as a trace-time constant; the op checks the tensors when it runs
@@ -192,7 +198,7 @@ def _plan(problem: Problem, device_type: str, config: Any, clip: float, training
     kernels = problem.dtype != "float64" and _kernels_available(torch.device(device_type))
     if not kernels:
         return False, "", 0, problem.B, 0
-    gpu = runtime.current_gpu() if device_type == "cuda" else None
+    gpu = current_gpu() if device_type == "cuda" else None
     fwd_config, bwd_config = configs_for(problem, config, gpu=gpu, training=training)
     ckpt_every = bwd_config["CKPT"]
     return (True, _plan_json(fwd_config, bwd_config, clip), ckpt_every, problem.B,

@@ -1,19 +1,34 @@
-"""Registry of kernel templates: variant name -> module in kernel_variants/.
+"""Registry of kernels: name -> its spec (plain Python) and its kernel module (Triton).
 
-The only place that imports kernel_variants, and lazily: a template module
-builds @triton.jit functions at import, and Triton decides at that moment
-whether they run compiled or in its interpreter (TRITON_INTERPRET). So the
-backend is chosen here, once, before the first template is imported.
+`spec(name)` reads what a kernel is (parameters, check(), geometry, defaults, model features)
+without importing Triton or torch; `load(name)` imports the kernel module itself, lazily: a kernel
+module builds @triton.jit functions at import, and Triton decides at that moment whether they run
+compiled or in its interpreter (TRITON_INTERPRET), so the backend is chosen before the first load.
+Code never branches on kernel names: it asks the spec (its `role`, its rules).
 """
 from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
-REGISTRY: dict[str, str] = {
-    "m2rnn_fwd": "kernel_variants.m2rnn_fwd",
-    "m2rnn_bwd": "kernel_variants.m2rnn_bwd",
+from . import kernel_hash
+
+KERNELS = "m2tune.kernel_variants"
+
+
+@dataclass(frozen=True)
+class Variant:
+    spec: str       # "package.module:ATTRIBUTE" of its KernelSpec
+    kernel: str     # module path of its Triton code and launcher
+    op: bool = False    # the m2rnn op may run it (bundled kernels); registered extras are tuning-only
+
+
+REGISTRY: dict[str, Variant] = {
+    "m2rnn_fwd": Variant(f"{KERNELS}.m2rnn.spec:FORWARD", f"{KERNELS}.m2rnn.fwd", op=True),
+    "m2rnn_bwd": Variant(f"{KERNELS}.m2rnn.spec:BACKWARD", f"{KERNELS}.m2rnn.bwd", op=True),
 }
 
 
@@ -38,54 +53,47 @@ def use_interpreter_without_gpu() -> bool:
     return interpreting()
 
 
-def register(name: str, module_path: str) -> None:
-    """Make an extra template module loadable by name (tests' planted variants, experiments).
+def register(name: str, spec_ref: str, kernel_path: str) -> None:
+    """Make an extra kernel loadable by name (tests' planted variants, experiments).
 
-    Explicit, so nothing outside the caller's code decides what runs. Registering
-    the same pair again is harmless; rebinding a name to another module is refused.
+    Explicit, so nothing outside the caller's code decides what runs. Registering the same entry
+    again is harmless; rebinding a name to another is refused.
     """
+    entry = Variant(spec_ref, kernel_path)
     known = REGISTRY.get(name)
-    if known is not None and known != module_path:
-        raise ValueError(f"variant {name!r} is already registered as {known!r}, not {module_path!r}")
-    REGISTRY[name] = module_path
+    if known is not None and known != entry:
+        raise ValueError(f"variant {name!r} is already registered as {known}, not {entry}")
+    REGISTRY[name] = entry
 
 
 def names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def load(name: str) -> ModuleType:
+def _entry(name: str) -> Variant:
     try:
-        module = REGISTRY[name]
+        return REGISTRY[name]
     except KeyError:
         raise UnknownVariant(f"unknown kernel variant {name!r}; known: {', '.join(names())}") from None
-    return importlib.import_module(module)
+
+
+def spec(name: str) -> Any:
+    """The KernelSpec of kernel `name` (imports no Triton or torch for the bundled kernels)."""
+    module, _, attr = _entry(name).spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load(name: str) -> ModuleType:
+    """The kernel module of `name`: `launch` (a forward) or `launch_backward` (a backward)."""
+    return importlib.import_module(_entry(name).kernel)
+
+
+def for_role(role: str) -> list[str]:
+    """Names of the kernels the op may run for `role` ("forward" or "backward"), by name."""
+    return [name for name in names() if REGISTRY[name].op and spec(name).role == role]
 
 
 def source_hash(name: str) -> str:
-    """sha256 (16 hex digits) of a variant's source and the kernel_variants modules it imports.
-
-    Tuned configs record it: a config tuned for other kernel source is stale (issue: export).
-    """
-    import hashlib
-    import re
-
-    module = load(name)
-    seen: list[str] = []
-    todo = [module.__name__]
-    while todo:
-        mod_name = todo.pop()
-        if mod_name in seen:
-            continue
-        seen.append(mod_name)
-        source = _source(mod_name)
-        todo += re.findall(r"^from (kernel_variants\.\w+) import", source.decode(), flags=re.M)
-    digest = hashlib.sha256()
-    for mod_name in sorted(seen):
-        digest.update(_source(mod_name))
-    return digest.hexdigest()[:16]
-
-
-def _source(module_name: str) -> bytes:
-    with open(importlib.import_module(module_name).__file__, "rb") as fh:
-        return fh.read()
+    """The identity of kernel `name`'s code (m2tune/kernel_hash.py): what makes its tuned configs
+    stale. Found and parsed, never imported: no Triton needed."""
+    return kernel_hash.source_hash(_entry(name).kernel)

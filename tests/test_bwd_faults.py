@@ -5,16 +5,17 @@ import torch
 from m2tune import variants
 from m2tune.inputs import problem_of
 from m2tune.problem import Problem
-from m2tune.validate import validate_training
+from m2tune.measure.validate import validate_training
 
 from .mutation import mutate
 
 fwd = variants.load("m2rnn_fwd")
 bwd = variants.load("m2rnn_bwd")
+FWD, BWD = variants.spec("m2rnn_fwd"), variants.spec("m2rnn_bwd")
 
 PROBLEM = Problem(B=2, S=24, K=8, V=4, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
-FWD = fwd.DEFAULT.with_params(BLOCK_K=8)
-BWD = bwd.DEFAULT.with_params(BLOCK_K=8, CKPT=16)     # S=24: two chunks, the second partial
+FWD = FWD.DEFAULT.with_params(BLOCK_K=8)
+BWD = BWD.DEFAULT.with_params(BLOCK_K=8, CKPT=16)     # S=24: two chunks, the second partial
 
 FAULTS = {
     "dW-not-accumulated-over-batch": ("dw_part.sum((1, 2))", "dw_part[:, :1].sum((1, 2))"),

@@ -1,10 +1,9 @@
-"""The backward template (kernel_variants/m2rnn_bwd.py) against autograd through the float64 reference.
+"""The backward kernel (kernel_variants/m2rnn/bwd.py) against autograd through the float64 reference.
 
-Forward with checkpoints (m2rnn_fwd.launch(..., ckpt_every=CKPT)), then launch_backward; every
-gradient must match torch.autograd on m2tune.reference.m2rnn_reference in float64 to a relative
+Forward with checkpoints (fwd.launch(..., ckpt_every=CKPT)), then launch_backward; every
+gradient must match torch.autograd on the naive reference (m2rnn_reference) in float64 to a relative
 Frobenius error below 1e-4 (fp32 inputs). Buffers the kernel must overwrite are NaN-poisoned.
 """
-import importlib
 import os
 
 import pytest
@@ -13,13 +12,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before any kernel module is imported
 
-from m2tune.inputs import Inputs                     # noqa: E402
-from m2tune.problem import Problem, shape            # noqa: E402
-from m2tune.reference import m2rnn_reference         # noqa: E402
-from m2tune.validate import make_inputs              # noqa: E402
+from m2tune import variants                                      # noqa: E402
+from m2tune.inputs import Inputs, make_inputs                    # noqa: E402
+from m2tune.kernel_variants.m2rnn.naive import m2rnn_reference   # noqa: E402
+from m2tune.problem import Problem, shape                        # noqa: E402
 
-fwd = importlib.import_module("kernel_variants.m2rnn_fwd")
-bwd = importlib.import_module("kernel_variants.m2rnn_bwd")
+FWD, BWD = variants.spec("m2rnn_fwd"), variants.spec("m2rnn_bwd")
+fwd, bwd = variants.load("m2rnn_fwd"), variants.load("m2rnn_bwd")
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 NAMES = ("q", "k", "v", "W", "f", "h0")
@@ -27,7 +26,7 @@ CLIP = 0.05
 
 
 def cfg(**kw):
-    return bwd.DEFAULT.with_params(**kw)
+    return BWD.DEFAULT.with_params(**kw)
 
 
 def _cast(x: Inputs, dtype: torch.dtype) -> Inputs:
@@ -48,7 +47,7 @@ def reference_grads(x: Inputs, dy, dh_T, clip):
 
 
 def run_case(problem, config, *, clip=None, dh_T=True, seed=0, device="cpu", dtype=torch.float32):
-    assert bwd.check(problem, config, interpreter=INTERPRETER) is None
+    assert BWD.check(problem, config, interpreter=INTERPRETER) is None
     x = _cast(make_inputs(problem, seed=seed, device=device), dtype)
     g = torch.Generator().manual_seed(seed + 100)
     rows, T = (1, problem.tokens) if problem.is_varlen else (problem.B, problem.S)
@@ -59,7 +58,7 @@ def run_case(problem, config, *, clip=None, dh_T=True, seed=0, device="cpu", dty
 
     y = torch.full(y_ref.shape, float("nan"), dtype=dtype, device=device)
     h_T = torch.full(hT_ref.shape, float("nan"), dtype=torch.float32, device=device)
-    fcfg = fwd.DEFAULT.with_params(BLOCK_K=8, MATMUL="fma")
+    fcfg = FWD.DEFAULT.with_params(BLOCK_K=8, MATMUL="fma")
     ckpt = fwd.launch(problem, fcfg, x, y, h_T, ckpt_every=config["CKPT"])
     assert ckpt.shape == (problem.B, problem.N, -(-problem.S // config["CKPT"]), problem.K, problem.V)
     grads = bwd.launch_backward(problem, config, x, ckpt, dy, dhT, gradient_clipping=clip, poison=True)
@@ -147,7 +146,7 @@ def test_forward_without_checkpoints_returns_none(device):
     x = _cast(make_inputs(problem, seed=0, device=device), torch.float32)
     y = torch.empty(1, 3, 1, 8, device=device)
     h_T = torch.empty(1, 1, 8, 8, device=device)
-    assert fwd.launch(problem, fwd.DEFAULT.with_params(BLOCK_K=8), x, y, h_T) is None
+    assert fwd.launch(problem, FWD.DEFAULT.with_params(BLOCK_K=8), x, y, h_T) is None
 
 
 def test_wrong_checkpoint_shape_is_refused():
@@ -168,24 +167,24 @@ def test_wrong_checkpoint_shape_is_refused():
     (cfg(BLOCK_K=32, BLOCK_B=2, num_warps=1), "registers"),
     (cfg(BLOCK_K=3), "BLOCK_K=3 not in"),
     (cfg(CKPT=20), "CKPT=20 not in"),
-    (bwd.DEFAULT.with_params(STRAY=1), "unknown ['STRAY']"),
+    (BWD.DEFAULT.with_params(STRAY=1), "unknown ['STRAY']"),
 ])
 def test_impossible_configs_rejected_with_reason(config, reason):
     problem = Problem(B=3, S=40, K=24, V=64, dtype="float32")
-    why = bwd.check(problem, config)
+    why = BWD.check(problem, config)
     assert why is not None and reason in why, why
 
 
 def test_approx_tanh_rejected_in_interpreter():
-    why = bwd.check(CASES[0][1], cfg(CKPT=16, TANH="approx"), interpreter=True)
+    why = BWD.check(CASES[0][1], cfg(CKPT=16, TANH="approx"), interpreter=True)
     assert why is not None and "interpreter" in why
 
 
 def test_default_extra_memory_at_paper_7b_within_budget():
     """Checkpoints + scratch + fp32 accumulators at paper-7b stay below the 870 MiB goal."""
     problem = shape("paper-7b")
-    assert bwd.check(problem, bwd.DEFAULT) is None
-    assert bwd.extra_bytes(problem, bwd.DEFAULT) < 870 * 2 ** 20
+    assert BWD.check(problem, BWD.DEFAULT) is None
+    assert BWD.extra_bytes(problem, BWD.DEFAULT) < 870 * 2 ** 20
 
 
 GPU_PROBLEM = Problem(B=2, S=200, K=64, V=16, Nq=1, Nk=1, Nv=8, Nw=8, Nf=8, dtype="bfloat16", h0=True)

@@ -6,7 +6,7 @@ import torch
 from click.testing import CliRunner
 
 import m2tune
-from cli import main
+from m2tune.cli import main
 
 
 def test_version_and_help():
@@ -48,7 +48,7 @@ def test_calibrate_refits_a_committed_profile_on_the_cpu(tmp_path):
     """--refit reruns the fit from the file's raw rows: the committed constants come back."""
     from pathlib import Path
 
-    from m2tune.hardware import HardwareProfile
+    from m2tune.model.hardware import HardwareProfile
     shipped = Path(__file__).resolve().parent.parent / "profiles" / "nvidia-h200" / "hardware.json"
     copy = tmp_path / "hardware.json"
     copy.write_text(shipped.read_text())

@@ -3,15 +3,16 @@ import pytest
 
 from m2tune import variants
 from m2tune.problem import Problem
-from m2tune.validate import validate_forward, variant_forward
+from m2tune.measure.validate import validate_forward, variant_forward
 
 from .mutation import mutate
 
 fwd = variants.load("m2rnn_fwd")
+FWD = variants.spec("m2rnn_fwd")
 
 PLAIN = Problem(B=2, S=8, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2)
 VARLEN = Problem.varlen([6, 9, 4], K=16, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True)
-SPLIT = fwd.DEFAULT.with_params(BLOCK_K=8, MATMUL="fma", PREFETCH=1)
+SPLIT = FWD.DEFAULT.with_params(BLOCK_K=8, MATMUL="fma", PREFETCH=1)
 
 FAULTS = {
     # name: (anchor, replacement, problem, config)
@@ -23,8 +24,8 @@ FAULTS = {
                      PLAIN, SPLIT),
     "missing-one-minus-f": ("h_new = fb * h + (1.0 - fb) * z", "h_new = fb * h + z", PLAIN, SPLIT),
     # K split: y stored by each program instead of summed (last writer wins)
-    "y-not-summed-across-K-blocks": ("_accumulate(y_ptr, y_offs, yb, y_mask, SPLIT_K)",
-                                     "_accumulate(y_ptr, y_offs, yb, y_mask, False)", PLAIN, SPLIT),
+    "y-not-summed-across-K-blocks": ("accumulate(y_ptr, y_offs, yb, y_mask, SPLIT_K)",
+                                     "accumulate(y_ptr, y_offs, yb, y_mask, False)", PLAIN, SPLIT),
     "varlen-off-by-one-at-end": (
         "seqlen = tl.load(cu_ptr + rows_b + 1, mask=row_ok, other=0).to(tl.int64) - bos",
         "seqlen = tl.load(cu_ptr + rows_b + 1, mask=row_ok, other=0).to(tl.int64) - bos - 1",

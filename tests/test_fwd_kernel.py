@@ -3,13 +3,13 @@ import pytest
 
 from m2tune import variants
 from m2tune.problem import Problem
-from m2tune.validate import validate_forward, variant_forward
+from m2tune.measure.validate import validate_forward, variant_forward
 
-fwd = variants.load("m2rnn_fwd")
+fwd, FWD = variants.load("m2rnn_fwd"), variants.spec("m2rnn_fwd")
 
 
 def cfg(**kw):
-    return fwd.DEFAULT.with_params(**kw)
+    return FWD.DEFAULT.with_params(**kw)
 
 
 ODD = Problem(B=3, S=7, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2)
@@ -40,7 +40,7 @@ def _ids(case):
 def test_honest_configs_pass(case, dtype, device):
     problem, config, lengths = case
     problem = problem.with_dtype(dtype)
-    assert fwd.check(problem, config, interpreter=variants.interpreting()) is None
+    assert FWD.check(problem, config, interpreter=variants.interpreting()) is None
     result = validate_forward(problem, variant_forward(fwd, config), seed=11, device=device,
                               lengths=lengths)
     assert result.ok, result.reason()
@@ -67,18 +67,18 @@ def test_fp32_errors_are_near_fp32_rounding(device):
     (cfg(BLOCK_B=8), "twice the 3 sequences"),
     (cfg(MATMUL="dot_tf32"), "precision"),
     (cfg(BLOCK_K=32, BLOCK_B=2, MATMUL="fma", num_warps=1), "registers"),
-    (fwd.DEFAULT.with_params(BLOCK_K=3), "BLOCK_K=3 not in"),
+    (FWD.DEFAULT.with_params(BLOCK_K=3), "BLOCK_K=3 not in"),
 ])
 def test_impossible_configs_rejected_with_reason(config, reason):
     problem = Problem(B=3, S=8, K=24, V=64, dtype="float32")
-    why = fwd.check(problem, config)
+    why = FWD.check(problem, config)
     assert why is not None and reason in why
 
 
 def test_approx_tanh_rejected_in_interpreter():
-    why = fwd.check(ODD, cfg(TANH="approx"), interpreter=True)
+    why = FWD.check(ODD, cfg(TANH="approx"), interpreter=True)
     assert why is not None and "interpreter" in why
-    assert fwd.check(ODD, cfg(TANH="approx"), interpreter=False) is None
+    assert FWD.check(ODD, cfg(TANH="approx"), interpreter=False) is None
 
 
 @pytest.mark.gpu

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from m2tune.hardware import HardwareProfile
-from m2tune.modelcheck import agreement, read_csv
+from m2tune.model.hardware import HardwareProfile
+from m2tune.model.modelcheck import agreement, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASUREMENTS = ROOT / "bench/results/2026-11-29-h200-model/measurements.csv"

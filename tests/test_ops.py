@@ -5,7 +5,7 @@ import torch
 from m2tune.inputs import InputError
 from m2tune.ops import m2rnn
 from m2tune.problem import Problem
-from m2tune.validate import validate_training
+from m2tune.measure.validate import validate_training
 
 SMALL = {"forward": {"BLOCK_K": 8}, "backward": {"BLOCK_K": 8, "CKPT": 16}}
 
@@ -67,7 +67,7 @@ def test_bad_input_and_config_errors(device):
 
 def test_torch_compile_fullgraph_matches_eager():
     p = Problem(B=2, S=6, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
-    from m2tune.validate import make_inputs
+    from m2tune.inputs import make_inputs
     x = make_inputs(p, seed=0)
     ins = [t.float().requires_grad_(True) for t in (x.q, x.k, x.v, x.W, x.f, x.h0)]
 

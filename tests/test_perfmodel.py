@@ -9,13 +9,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from m2tune import calibrate, perfmodel, variants
-from m2tune.fitting import nnls, ranks, spearman
-from m2tune.hardware import HardwareProfile, HardwareProfileError
+from m2tune import variants
+from m2tune.model import calibrate, perfmodel
+from m2tune.model.fitting import nnls, ranks, spearman
+from m2tune.model.hardware import HardwareProfile, HardwareProfileError
 from m2tune.problem import Problem, shape
 
-FWD = variants.load("m2rnn_fwd")
-BWD = variants.load("m2rnn_bwd")
+FWD = variants.spec("m2rnn_fwd")
+BWD = variants.spec("m2rnn_bwd")
 
 MM = {"lat.mm.fma": 0.004, "lat.mm.dot_ieee": 0.002, "lat.mm.dot_tf32x3": 0.0006, "lat.mm.dot_tf32": 0.0005,
       "lat.mm.dot_bf16": 0.0004, "lat.mm0.dot_ieee": 0.05, "lat.mm0.dot_tf32x3": 0.08,

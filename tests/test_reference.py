@@ -1,9 +1,9 @@
-"""The reference recurrence: the math of DESIGN.md, head sharing, varlen, clipping."""
+"""The reference recurrence: the math of docs/design.md, head sharing, varlen, clipping."""
 import torch
 
 from m2tune.problem import Problem
-from m2tune.reference import m2rnn_reference
-from m2tune.validate import make_inputs
+from m2tune.kernel_variants.m2rnn.naive import m2rnn_reference
+from m2tune.inputs import make_inputs
 
 
 def test_two_steps_match_the_written_formula():

@@ -31,8 +31,8 @@ def _add_study(url: str, name: str, gpu: str, backend: str, source) -> None:
     """A small study of `backend` for `gpu`, its trials the first ok configs of `source`."""
     import optuna
 
-    from m2tune import perfmodel
-    from m2tune.hardware import find
+    from m2tune.model import perfmodel
+    from m2tune.model.hardware import find
     from m2tune.problem import KernelConfig, shape
     from m2tune.resources import data_dir
     hw = find("nvidia-h200", [data_dir("profiles")])
@@ -71,7 +71,7 @@ def storage_url(tmp_path_factory) -> str:
 def data(storage_url):
     import optuna
 
-    from m2tune.report_data import load_study_data
+    from m2tune.report.data import load_study_data
     return {name: load_study_data(optuna.load_study(study_name=name, storage=storage_url))
             for name in (H200, MODEL, NO_PROFILE)}
 
@@ -79,7 +79,7 @@ def data(storage_url):
 def test_trials_frame_matches_the_study_summary(storage_url):
     import optuna
 
-    from m2tune.report_data import trials_frame
+    from m2tune.report.data import trials_frame
     frame = trials_frame(optuna.load_study(study_name=H200, storage=storage_url))
     assert len(frame) == 130 and frame["number"].tolist() == list(range(130))
     assert frame["status"].value_counts().to_dict() == COUNTS
@@ -102,7 +102,7 @@ def test_only_finished_trials(data):
 
 
 def test_history_best_so_far(data):
-    from m2tune.report_figures import _get_history_info, _get_history_plot
+    from m2tune.report.figures import _get_history_info, _get_history_plot
     info = _get_history_info(data[H200])
     assert len(info.numbers) == COUNTS["ok"] == len(info.best_ms)
     assert all(b <= a for a, b in zip(info.best_ms, info.best_ms[1:]))
@@ -115,7 +115,7 @@ def test_history_best_so_far(data):
 
 
 def test_parameter_effects_group_every_ok_trial_once(data):
-    from m2tune.report_figures import _get_param_effects_info, _get_param_effects_plot
+    from m2tune.report.figures import _get_param_effects_info, _get_param_effects_plot
     d = data[H200]
     info = _get_param_effects_info(d)
     ok = sorted(d.ok["number"])
@@ -132,9 +132,9 @@ def test_parameter_effects_group_every_ok_trial_once(data):
 
 
 def test_model_vs_measurement(data):
-    from m2tune import perfmodel
+    from m2tune.model import perfmodel
     from m2tune.problem import KernelConfig
-    from m2tune.report_figures import _get_model_fit_info, _get_model_fit_plot
+    from m2tune.report.figures import _get_model_fit_info, _get_model_fit_plot
     d = data[H200]
     info = _get_model_fit_info(d)
     print(f"\nSpearman (model vs measured, {len(info.numbers)} ok trials of {H200}): {info.spearman:+.3f}, "
@@ -153,7 +153,7 @@ def test_model_vs_measurement(data):
 
 
 def test_model_figures_skipped_without_profile_or_measurements(data):
-    from m2tune.report_figures import _get_model_fit_info, _get_roofline_info
+    from m2tune.report.figures import _get_model_fit_info, _get_roofline_info
     assert "no hardware profile" in _get_model_fit_info(data[NO_PROFILE]).note
     assert "no hardware profile" in _get_roofline_info(data[NO_PROFILE]).note
     assert any("acme-x1" in n for n in data[NO_PROFILE].notes)
@@ -161,7 +161,7 @@ def test_model_figures_skipped_without_profile_or_measurements(data):
 
 
 def test_roofline_names_the_binding_term(data):
-    from m2tune.report_figures import TERMS, _get_roofline_info, _get_roofline_plot
+    from m2tune.report.figures import TERMS, _get_roofline_info, _get_roofline_plot
     info = _get_roofline_info(data[H200])
     assert info.note is None and len(info.labels) == 10 and info.numbers[0] == BEST_TRIAL
     assert info.time_us[0] == pytest.approx(BEST_MS * 1e3 / S, abs=1e-4)
@@ -176,14 +176,14 @@ def test_roofline_names_the_binding_term(data):
 
 
 def test_failures_by_category(data):
-    from m2tune.report_figures import _get_failures_info
+    from m2tune.report.figures import _get_failures_info
     info = _get_failures_info(data[H200])
     assert dict(zip(info.categories, info.counts)) == {"invalid-config": 36, "pruned-by-model": 14}
     assert "255 registers" in info.reasons[0]
 
 
 def test_model_backend_is_labelled_predicted(data):
-    from m2tune.report_figures import (_get_failures_info, _get_history_info, _get_param_effects_info,
+    from m2tune.report.figures import (_get_failures_info, _get_history_info, _get_param_effects_info,
                                _get_roofline_info)
     d = data[MODEL]
     for get in (_get_history_info, _get_param_effects_info, _get_roofline_info, _get_failures_info):
@@ -197,7 +197,7 @@ def test_model_backend_is_labelled_predicted(data):
 
 
 def test_write_report(storage_url, tmp_path):
-    from m2tune.report import write_report
+    from m2tune.report.page import write_report
     path = write_report(storage_url, tmp_path / "out" / "report.html")
     text = path.read_text(encoding="utf-8")
     for name in (H200, MODEL, NO_PROFILE):
@@ -211,7 +211,7 @@ def test_write_report(storage_url, tmp_path):
 
 
 def test_cli_report(storage_url, tmp_path):
-    from cli import main
+    from m2tune.cli import main
     out = tmp_path / "r.html"
     result = CliRunner().invoke(main, ["report", "--storage", storage_url, "--study", H200, "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -233,7 +233,7 @@ def test_m2tune_import_does_not_load_pandas_or_plotly():
     assert result.returncode == 0, result.stdout + result.stderr
     # and the check can fail: the report module does load both
     result = subprocess.run([sys.executable, "-c", code.replace("from m2tune import runtime, M2RNN",
-                                                                "import m2tune.report")],
+                                                                "import m2tune.report.page")],
                             cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert result.returncode == 1 and "pandas" in result.stdout and "plotly" in result.stdout

@@ -9,8 +9,10 @@ import pytest
 import triton
 from click.testing import CliRunner
 
-import cli
+from m2tune import cli
 from m2tune import runtime, variants
+from m2tune.gpu import canonical_gpu
+from m2tune.kernel_variants.m2rnn.spec import FORWARD, STATE_ROUNDING
 from m2tune.ops import configs_for
 from m2tune.problem import Problem, shape
 from m2tune.profile_file import bucket_of, dumps
@@ -39,7 +41,7 @@ def shipped_entry(kernel, name):
     ("NVIDIA GeForce RTX 4090", "nvidia-geforce-rtx-4090"),
 ])
 def test_gpu_names_are_normalised(name, slug):
-    assert runtime.canonical_gpu(name) == slug
+    assert canonical_gpu(name) == slug
 
 
 @pytest.mark.parametrize("kernel", ["m2rnn_fwd", "m2rnn_bwd"])
@@ -77,7 +79,7 @@ def test_untuned_gpu_gets_a_checked_default_and_one_warning(caplog):
     for S in (1024, 2048):
         choice = runtime.lookup("m2rnn_fwd", shape("paper-7b").with_length(S), gpu="NVIDIA B200")
         assert choice.source == "default" and "no tuned m2rnn_fwd config for nvidia-b200" in choice.reason
-        assert variants.load("m2rnn_fwd").check(shape("paper-7b"), choice.config) is None
+        assert variants.spec("m2rnn_fwd").check(shape("paper-7b"), choice.config) is None
     assert sum("nvidia-b200" in r.message for r in caplog.records) == 1
 
 
@@ -89,7 +91,7 @@ def test_the_default_fits_wide_and_fp32_problems(problem, kernel, interpreter):
     """V=64 needs more warps than the GPU starting point has; fp32 refuses tf32 dW: the ladder copes."""
     choice = runtime.lookup(kernel, problem, gpu=None if interpreter else "NVIDIA B200", interpreter=interpreter)
     assert choice.source == "default"
-    assert variants.load(kernel).check(problem, choice.config, interpreter=interpreter) is None
+    assert variants.spec(kernel).check(problem, choice.config, interpreter=interpreter) is None
     if not interpreter and problem.dtype != "float32":
         assert choice.config["MATMUL"] == "dot_tf32x3"          # still the fp32-accurate GPU default
 
@@ -185,9 +187,9 @@ def test_training_passes_over_forwards_that_round_the_state(tmp_path, monkeypatc
     problem = shape("paper-7b")
     infer = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200")
     train = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200", training=True)
-    assert infer.reason == "exact bucket paper-7b" and infer.config["MATMUL"] in runtime.STATE_ROUNDING
+    assert infer.reason == "exact bucket paper-7b" and infer.config["MATMUL"] in STATE_ROUNDING
     assert train.reason == "exact bucket paper-7b, training entry" and train.measured
-    assert runtime.training_reason("m2rnn_fwd", train.config) is None
+    assert FORWARD.training_reason(train.config) is None
     # backward entries are not filtered: their products never write checkpoints
     assert runtime.lookup("m2rnn_bwd", problem, gpu="nvidia-h200", training=True).config == \
         runtime.lookup("m2rnn_bwd", problem, gpu="nvidia-h200").config
@@ -198,7 +200,7 @@ def test_training_passes_over_forwards_that_round_the_state(tmp_path, monkeypatc
     runtime.clear_cache()
     assert runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200").source.startswith(str(tmp_path))
     train = runtime.lookup("m2rnn_fwd", problem, gpu="nvidia-h200", training=True)
-    assert train.source.startswith(str(SHIPPED)) and train.config["MATMUL"] not in runtime.STATE_ROUNDING
+    assert train.source.startswith(str(SHIPPED)) and train.config["MATMUL"] not in STATE_ROUNDING
     assert any(str(tmp_path) in s and "not used for training" in s for s in train.skipped), train.skipped
 
 
@@ -222,11 +224,11 @@ def test_the_op_plans_a_training_forward_exactly_when_gradients_flow(monkeypatch
 
     monkeypatch.undo()
     monkeypatch.setattr(ops, "_kernels_available", lambda device: True)
-    monkeypatch.setattr(runtime, "current_gpu", lambda device=None: "nvidia-h200")
+    monkeypatch.setattr(ops, "current_gpu", lambda device=None: "nvidia-h200")
     monkeypatch.setattr(variants, "interpreting", lambda: False)       # as on the GPU machine
     _, train, *_ = ops._plan(shape("paper-7b"), "cuda", None, 0.0, True)
     _, infer, *_ = ops._plan(shape("paper-7b"), "cuda", None, 0.0, False)
-    assert json.loads(train)["forward"]["params"]["MATMUL"] not in runtime.STATE_ROUNDING
+    assert json.loads(train)["forward"]["params"]["MATMUL"] not in STATE_ROUNDING
     assert json.loads(infer)["forward"]["params"]["MATMUL"] == "dot_bf16"
 
 
@@ -258,8 +260,9 @@ def test_import_is_fast_and_pulls_in_no_tuning_libraries():
 
 def test_round_trip_study_to_file_to_lookup(tmp_path, monkeypatch):
     """A real (model backend) study -> m2tune export -> the runtime picks its best config."""
-    from m2tune.export import export
-    from m2tune.tune import TuneOptions, Tuner
+    from m2tune.tuning.export import export
+    from m2tune.tuning.options import TuneOptions
+    from m2tune.tuning.tune import Tuner
     storage = f"sqlite:///{tmp_path}/s.db"
     result = Tuner(TuneOptions(shape="small", backend="model", target="nvidia-h200", trials=2,
                                storage=storage)).run()
@@ -290,8 +293,9 @@ buckets:
 def test_export_adds_a_training_entry_when_the_winner_rounds_the_state(tmp_path, monkeypatch):
     """bf16 products win the (model backend) study: the file keeps them for inference and the best
     state-accurate trial as the bucket's training entry, which the runtime uses with gradients."""
-    from m2tune.export import export
-    from m2tune.tune import TuneOptions, Tuner
+    from m2tune.tuning.export import export
+    from m2tune.tuning.options import TuneOptions
+    from m2tune.tuning.tune import Tuner
     space = tmp_path / "space.yaml"
     space.write_text(TRAINING_SPACE)
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -314,9 +318,10 @@ def test_export_takes_a_confirm_winner_without_a_trial_of_its_own(tmp_path):
     the entry then carries that config and its confirmed time, not another trial's."""
     import optuna
 
-    from m2tune.export import export
-    from m2tune.storage import open_storage
-    from m2tune.tune import TuneOptions, Tuner
+    from m2tune.tuning.export import export
+    from m2tune.tuning.storage import open_storage
+    from m2tune.tuning.options import TuneOptions
+    from m2tune.tuning.tune import Tuner
     storage = f"sqlite:///{tmp_path}/s.db"
     tuner = Tuner(TuneOptions(shape="small", backend="model", target="nvidia-h200", trials=1, storage=storage))
     tuner.run()

@@ -12,14 +12,16 @@ from pathlib import Path
 import optuna.distributions as od
 import pytest
 
-from m2tune import space as sp
+from m2tune.tuning import space_file as sp
 from m2tune import variants
 from m2tune.problem import SHAPES, Problem
-from m2tune.space import SpaceError, compile_rule, load_space
+from m2tune.tuning.rules import RuleError, compile_rule
+from m2tune.tuning.space import SpaceError
+from m2tune.tuning.space_file import load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# the configs measured fastest on the H200 (DESIGN.md, bench grids), which the files must enqueue
+# the configs measured fastest on the H200 (docs/design.md, bench grids), which the files must enqueue
 MEASURED = {
     "m2rnn_fwd": [dict(MATMUL="dot_tf32x3", TANH="approx", BLOCK_K=32, num_warps=1),
                   dict(MATMUL="dot_bf16", TANH="approx", BLOCK_K=16, num_warps=1)],
@@ -31,15 +33,15 @@ HEURISTICS = ("only idle", "SLOTS")
 
 @pytest.fixture(scope="module", params=["m2rnn_fwd", "m2rnn_bwd"])
 def shipped(request):
-    return load_space(request.param), variants.load(request.param)
+    return load_space(request.param), variants.spec(request.param)
 
 
 # ---- the shipped files ---------------------------------------------------------------------
 
 def test_shipped_files_load_with_their_variant(shipped):
     space, module = shipped
-    assert space.variant == module.NAME
-    assert space.source.name == f"{module.NAME}.yaml"
+    assert space.variant == module.name
+    assert space.source.name == f"{module.name}.yaml"
     assert set(space.params) <= set(module.PARAMS)
     assert space.defaults == module.DEFAULT.as_dict()
     for name, param in space.params.items():
@@ -133,7 +135,7 @@ def test_constraints_prune_what_they_say():
 
 def test_config_merges_the_variant_defaults():
     space = load_space("m2rnn_bwd")
-    module = variants.load("m2rnn_bwd")
+    module = variants.spec("m2rnn_bwd")
     config = space.config({"BLOCK_K": 32, "MATMUL": "dot_bf16"})
     assert config == module.DEFAULT.with_params(BLOCK_K=32, MATMUL="dot_bf16")
     assert space.violations(config, SHAPES["paper-7b"]) == []
@@ -152,17 +154,17 @@ def test_load_by_name_or_path_and_bucket_lookup():
         load_space("m2rnn_nope")
 
 
-def test_import_pulls_in_neither_triton_nor_optuna():
-    code = ("import sys, m2tune.space; "
-            "print(','.join(m for m in ('triton', 'optuna') if m in sys.modules))")
+def test_reading_a_space_pulls_in_neither_triton_torch_nor_optuna():
+    code = ("import sys, m2tune.tuning.space, m2tune.tuning.space_file as f; f.load_space('m2rnn_bwd'); "
+            "print(','.join(m for m in ('triton', 'torch', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("module", ["space.py", "rules.py"])
+@pytest.mark.parametrize("module", ["space.py", "space_file.py", "rules.py"])
 def test_space_modules_never_call_eval_exec_or_compile(module):
-    tree = ast.parse((ROOT / "m2tune" / module).read_text())
+    tree = ast.parse((ROOT / "m2tune" / "tuning" / module).read_text())
     called = {node.func.id for node in ast.walk(tree)
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert not called & {"eval", "exec", "compile", "__import__"}
@@ -404,7 +406,7 @@ def test_rule_values(rule, env, expected):
     ("a; b", "not a valid expression"),
 ])
 def test_rules_outside_the_language_are_refused(rule, words):
-    with pytest.raises(sp.RuleError, match=None) as caught:
+    with pytest.raises(RuleError, match=None) as caught:
         compile_rule(rule, NAMES)
     assert words in str(caught.value)
 

@@ -18,9 +18,12 @@ import optuna
 import pytest
 
 from m2tune import status
-from m2tune.samplers import SamplerError
-from m2tune.storage import quiet
-from m2tune.tune import FREE, UNDECIDED, TuneError, TuneOptions, Tuner
+from m2tune.tuning.samplers import SamplerError
+from m2tune.tuning.storage import quiet
+from m2tune.status import FREE
+from m2tune.tuning.duplicates import UNDECIDED
+from m2tune.tuning.options import TuneError, TuneOptions
+from m2tune.tuning.tune import Tuner
 from tests import planted_variants as planted
 from tests.tuning import (ROOT, SHAPE, SMALL_BUCKET, SMALL_SPACE, TARGET, assert_no_repeats, environment,
                           params_key, scored, small_space, trials_of, tune_command)
@@ -60,7 +63,7 @@ def test_planted_faults_are_recorded_and_the_study_completes(tmp_path):
     # the hang costs the whole time limit: 20 s leaves a busy machine room for the honest trials
     tuner = Tuner(options(tmp_path, variant=planted.NAME, space=str(space), shape=SMALL_BUCKET, trials=4,
                           sampler="random", trial_timeout_s=20.0,
-                          extra_variants=((planted.NAME, planted.MODULE),)))
+                          extra_variants=((planted.NAME, planted.SPEC_REF, planted.MODULE),)))
     summary = tuner.run()
 
     trials = tuner.study.get_trials(deepcopy=False)
@@ -253,7 +256,7 @@ def test_races_between_workers_are_settled_by_trial_number(tmp_path):
 def test_rejected_configs_are_told_with_a_penalty_and_do_not_spend_the_budget(tmp_path):
     """Samplers ignore FAIL trials; a rejected config must carry a (bad) value to steer TPE away.
     It costs no compile and no GPU time, so it does not count towards --trials."""
-    from m2tune.tune import INVALID_PENALTY_MS
+    from m2tune.tuning.tune import INVALID_PENALTY_MS
     storage = f"sqlite:///{tmp_path}/s.db"
     # the forward's default (fma products) cannot hold a 64-wide tile: the first trial is rejected
     tuner = Tuner(TuneOptions(shape="k128-v64-b4-n8-s4096", backend="model", target="nvidia-h200",
@@ -269,7 +272,7 @@ def test_rejected_configs_are_told_with_a_penalty_and_do_not_spend_the_budget(tm
 
 
 def test_confirm_prefers_less_memory_only_inside_the_noise():
-    from m2tune.confirm import TIE, pick_winner
+    from m2tune.tuning.confirm import TIE, pick_winner
     memory = {"a": 300, "b": 100, "c": 50}
     entries = [{"config": "a", "median_ms": 10.0}, {"config": "b", "median_ms": 10.0 * (1 + TIE / 2)},
                {"config": "c", "median_ms": 10.0 * (1 + 2 * TIE)}, {"config": "d", "median_ms": None}]
@@ -294,8 +297,8 @@ buckets:
 def test_a_space_that_does_not_fit_the_problem_stops_and_says_why(tmp_path):
     """fma products with 1 warp never hold a 64-wide tile: every candidate is rejected before
     running, none spends --trials, and the study ends at the cap on free answers with the reason."""
-    from m2tune.summary import table
-    from m2tune.tune import FREE_PER_TRIAL
+    from m2tune.tuning.summary import table
+    from m2tune.tuning.tune import FREE_PER_TRIAL
     space = tmp_path / "wide.yaml"
     space.write_text(WIDE_SPACE)
     result = Tuner(options(tmp_path, space=str(space), shape="wide", trials=1, sampler="random")).run()

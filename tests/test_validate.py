@@ -4,8 +4,8 @@ import torch
 
 from m2tune import status
 from m2tune.problem import Problem
-from m2tune.reference import m2rnn_reference
-from m2tune.validate import relative_error, validate_forward
+from m2tune.kernel_variants.m2rnn.naive import m2rnn_reference
+from m2tune.measure.validate import relative_error, validate_forward
 
 P = Problem(B=3, S=8, K=6, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
 
@@ -59,7 +59,7 @@ def test_two_lengths_short_and_four_times():
 
 
 def test_bf16_limit_is_capped_when_the_reference_itself_is_wrong():
-    from m2tune.validate import TOLERANCES
+    from m2tune.measure.validate import TOLERANCES
     tol = TOLERANCES["bfloat16"]
     assert tol.limit(1e-2) == pytest.approx(2.2e-2)
     assert tol.limit(0.8) == tol.cap   # an O(1)-wrong reference gradient must not admit O(1) errors

@@ -13,19 +13,20 @@ import time
 import numpy
 import pytest
 
-from kernel_variants import m2rnn_bwd, m2rnn_fwd
 from m2tune import status
+from m2tune.kernel_variants.m2rnn.spec import BACKWARD, FORWARD
 from m2tune.problem import Problem
-from m2tune.worker import GPU, INTERPRET, TrialRequest, TrialResult, Worker
+from m2tune.tuning.trial import GPU, INTERPRET, TrialRequest, TrialResult
+from m2tune.tuning.worker import Worker
 from tests import planted_variants as planted
 
 PROBLEM = Problem(B=2, S=16, K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32")
 LENGTHS = (8, 16)
-EXTRA = {planted.NAME: planted.MODULE}
+EXTRA = {planted.NAME: (planted.SPEC_REF, planted.MODULE)}
 SLOW_OK = 120.0          # generous: the first interpreted launch in a child is slow on a busy machine
 
 
-# Triton 3.6's interpreter fails under numpy >= 2.4 (DESIGN.md, "Machines"), as on the H200 host
+# Triton 3.6's interpreter fails under numpy >= 2.4 (docs/design.md, "Machines"), as on the H200 host
 needs_interpreter = pytest.mark.skipif(
     tuple(int(n) for n in numpy.__version__.split(".")[:2]) >= (2, 4),
     reason=f"Triton 3.6's interpreter needs numpy < 2.4, found {numpy.__version__}")
@@ -56,7 +57,7 @@ def assert_errors_small(result: TrialResult, outputs):
 
 @needs_interpreter
 def test_good_forward_is_ok(worker):
-    r = worker.run(request(m2rnn_fwd.DEFAULT), timeout_s=SLOW_OK)
+    r = worker.run(request(FORWARD.DEFAULT), timeout_s=SLOW_OK)
     assert r.status == status.OK, r.message
     assert_errors_small(r, {"y", "h_T"})
     assert r.compile_s is not None and r.compile_s > 0 and r.wall_s >= r.compile_s
@@ -66,16 +67,16 @@ def test_good_forward_is_ok(worker):
 
 @needs_interpreter
 def test_good_backward_is_ok(worker):
-    config = m2rnn_bwd.DEFAULT.with_params(CKPT=16, BLOCK_K=16)
+    config = BACKWARD.DEFAULT.with_params(CKPT=16, BLOCK_K=16)
     r = worker.run(request(config, gradient_clipping=0.05), timeout_s=SLOW_OK)
     assert r.status == status.OK, r.message
     assert_errors_small(r, {"y", "h_T", "dq", "dk", "dv", "dW", "df"})
 
 
 @pytest.mark.parametrize("config, forward, reason", [
-    (m2rnn_fwd.DEFAULT.with_params(BLOCK_K=64), None, "twice K"),
-    (m2rnn_fwd.DEFAULT.with_params(TANH="approx"), None, "interpreter"),
-    (m2rnn_bwd.DEFAULT.with_params(CKPT=16), m2rnn_fwd.DEFAULT.with_params(BLOCK_K=64),
+    (FORWARD.DEFAULT.with_params(BLOCK_K=64), None, "twice K"),
+    (FORWARD.DEFAULT.with_params(TANH="approx"), None, "interpreter"),
+    (BACKWARD.DEFAULT.with_params(CKPT=16), FORWARD.DEFAULT.with_params(BLOCK_K=64),
      "forward config"),
 ], ids=["fwd-block", "fwd-approx-tanh", "bwd-with-bad-forward"])
 def test_invalid_config_needs_no_process(config, forward, reason):
@@ -133,7 +134,7 @@ def test_fault_messages_say_what_happened(worker):
 @needs_interpreter
 def test_close_ends_the_child():
     with Worker(None, INTERPRET) as w:
-        assert w.run(request(m2rnn_fwd.DEFAULT), timeout_s=SLOW_OK).ok
+        assert w.run(request(FORWARD.DEFAULT), timeout_s=SLOW_OK).ok
         process = w._process
     assert w.pid is None and not process.is_alive() and process.exitcode == 0
 
@@ -141,7 +142,7 @@ def test_close_ends_the_child():
 def test_request_for_another_worker_is_refused():
     w = Worker(None, INTERPRET)
     with pytest.raises(ValueError, match="sent to a interpret worker"):
-        w.run(request(m2rnn_fwd.DEFAULT, mode=GPU, device=0), timeout_s=1.0)
+        w.run(request(FORWARD.DEFAULT, mode=GPU, device=0), timeout_s=1.0)
     with pytest.raises(ValueError, match="device index"):
         Worker(None, GPU)
 
@@ -180,12 +181,12 @@ def assert_timed(r: TrialResult):
 
 @pytest.mark.gpu
 def test_gpu_forward_is_validated_and_timed(gpu_worker):
-    assert_timed(gpu_worker.run(gpu_request(m2rnn_fwd.DEFAULT.with_params(TANH="approx")), timeout_s=300))
+    assert_timed(gpu_worker.run(gpu_request(FORWARD.DEFAULT.with_params(TANH="approx")), timeout_s=300))
 
 
 @pytest.mark.gpu
 def test_gpu_backward_is_validated_and_timed(gpu_worker):
-    config = m2rnn_bwd.DEFAULT.with_params(CKPT=16, MATMUL="dot_tf32x3")
+    config = BACKWARD.DEFAULT.with_params(CKPT=16, MATMUL="dot_tf32x3")
     assert_timed(gpu_worker.run(gpu_request(config, gradient_clipping=0.05), timeout_s=300))
 
 

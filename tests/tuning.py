@@ -55,7 +55,7 @@ def trials_of(storage: str, study: str, *, wait_s: float = 0.0) -> list:
     may still be creating it)."""
     import optuna
 
-    from m2tune.storage import open_storage, quiet
+    from m2tune.tuning.storage import open_storage, quiet
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -1,0 +1,261 @@
+"""What each M²RNN kernel is, in plain Python: its parameters, what it cannot run, how it lays a
+problem onto the GPU, what memory it needs, where a GPU starts without tuning, whether its output
+may feed training, and the per-step work the performance model prices.
+
+This file imports neither Triton nor torch (a test imports it with both blocked): the tuner's
+screening, the search-space reader, the runtime lookup, `m2tune export` and the performance model
+read it without compiling anything. The kernels (fwd.py, bwd.py) take their geometry from here, so
+what is checked is what is launched.
+
+One `KernelSpec` per kernel (the base class and shared vocabulary: spec_base.py), registered by
+name in m2tune/variants.py. A new kernel of the family is a file with its `@triton.jit` code and
+launcher plus a spec entry here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from m2tune.kernel_variants.m2rnn.spec_base import (MATMULS, PASSES, STATE_ROUNDING, KernelSpec, Layout, cdiv,
+                                                    matmul_features)
+from m2tune.problem import KernelConfig, Problem
+
+
+class ForwardSpec(KernelSpec):
+    """fwd.py: one program owns BLOCK_K state rows of BLOCK_B sequences of one head and walks time."""
+
+    name = "m2rnn_fwd"
+    role = "forward"
+    PARAMS = {
+        "BLOCK_K": (16, 1, 2, 4, 8, 32, 64, 128),
+        "BLOCK_B": (1, 2, 4, 8),
+        "PREFETCH": (1, 0, 2),
+        "MATMUL": MATMULS,
+        # exact: fp32 formula from exp; approx: PTX tanh.approx.f32 (GPU only)
+        "TANH": ("exact", "approx"),
+        "num_warps": (1, 2, 4, 8),
+        "num_stages": (1, 2, 3),
+    }
+    # the fastest fp32-accurate forward measured on the H200 (bench/results/2026-11-29-h200-forward-tf32x3)
+    gpu_start = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 32, "num_warps": 1}
+    # Forwards that make a backward's checkpoints when only the backward is timed or validated:
+    # exact products (dot_ieee, fma) so the backward sees fp32-exact states; the first that fits.
+    CHECKPOINT_CONFIGS = (
+        {"MATMUL": "dot_ieee", "BLOCK_K": 16, "num_warps": 1},
+        {"MATMUL": "dot_ieee", "BLOCK_K": 16, "num_warps": 4},
+        {"MATMUL": "dot_ieee", "BLOCK_K": 16, "BLOCK_B": 1, "num_warps": 8},
+        {"MATMUL": "fma", "BLOCK_K": 4, "num_warps": 1},
+        {"MATMUL": "fma", "BLOCK_K": 1, "num_warps": 1},
+    )
+
+    def live_values(self, config: KernelConfig, layout: Layout) -> float:
+        bm, bv, threads = layout.bm, layout.bv, layout.threads
+        per_thread = (2 * bm * bv + bv * bv + 6 * bm) / threads    # state, z, W, prefetched vectors
+        per_thread *= 1 + config["PREFETCH"] / 2                     # each prefetched step is held live
+        if config["MATMUL"] == "fma":
+            per_thread += bm * bv * bv / threads                     # [BM, BV, BV] products
+        return per_thread
+
+    def _check_own(self, problem: Problem, config: KernelConfig) -> Optional[str]:
+        layout = self.layout(problem, config)
+        if config["MATMUL"] != "fma" and layout.bm * layout.bv < layout.threads // 2:
+            return f"tile {layout.bm}x{layout.bv} too small for tl.dot with {config['num_warps']} warps"
+        return None
+
+    def training_reason(self, config: KernelConfig) -> Optional[str]:
+        if config["MATMUL"] in STATE_ROUNDING:
+            return (f"MATMUL={config['MATMUL']} rounds the state that the backward's checkpoints hold "
+                    "(gradients 2.5x off at S=512); not used for training")
+        return None
+
+    def checkpoint_config(self, problem: Problem, *, interpreter: bool = False) -> KernelConfig:
+        """A valid forward config to make a backward's checkpoints on `problem`."""
+        for params in self.CHECKPOINT_CONFIGS:
+            config = self.config(params)
+            if self.check(problem, config, interpreter=interpreter) is None:
+                return config
+        raise ValueError(f"no checkpointing forward config fits {problem.describe()}")
+
+    def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
+        p = config.as_dict()
+        e = g.per_thread
+        f: dict[str, float] = {"base": 1.0, "warps": math.log2(p["num_warps"]),
+                               "prefetch0": float(p["PREFETCH"] == 0), "prefetch2": float(p["PREFETCH"] == 2)}
+        f.update(matmul_features("mm", p["MATMUL"], g.bm * g.bv * g.bv / g.threads, 1.0))
+        f["elem"] = e
+        f[f"tanh.{p['TANH']}"] = e
+        # y = qᵀH: a reduction over BLOCK_K rows, then a store or (K split) an atomic add
+        f["yreduce"] = math.log2(2 * p["BLOCK_K"])
+        f["yatomic"] = float(g.k_blocks > 1)
+        return f
+
+    def throughput_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
+        elems = g.resident * g.bm * g.bv           # state elements one SM advances per step
+        f = {"sm.elem": elems, f"sm.tanh.{config['TANH']}": elems}
+        if config["MATMUL"] == "fma":
+            f["sm.fma"] = elems * g.bv
+        else:
+            f["sm.dot"] = elems * g.bv * PASSES[config["MATMUL"]] / 16
+        return f
+
+    def hbm_bytes(self, problem: Problem, config: KernelConfig) -> float:
+        inputs, y, state = self._input_bytes(problem)
+        return inputs + y + state
+
+    def flops(self, problem: Problem, config: KernelConfig) -> float:
+        return self._step_flops(problem)
+
+
+class BackwardSpec(KernelSpec):
+    """bwd.py: chunked recompute from the forward's checkpoints, then a reverse sweep per chunk."""
+
+    name = "m2rnn_bwd"
+    role = "backward"
+    # the forward kernel whose launch(..., ckpt_every=CKPT) makes this backward's checkpoints
+    checkpoints_from = "m2rnn_fwd"
+    PARAMS = {
+        # steps per checkpoint chunk: checkpoints cost S/CKPT states, scratch CKPT states per program
+        "CKPT": (64, 16, 32, 128),
+        "BLOCK_K": (16, 1, 2, 4, 8, 32, 64, 128),
+        "BLOCK_B": (1, 2, 4, 8),
+        "PREFETCH": (1, 0, 2),
+        # every product (H W in the recompute, da Wᵀ, H_{t-1}ᵀ da) at this precision, fp32 accumulate
+        "MATMUL": MATMULS,
+        "TANH": ("exact", "approx"),
+        # precision of dW += H_{t-1}ᵀ da alone: off the step's chain, and its rounding errors average
+        # over B·S terms instead of compounding through the recurrence, so it may be cheaper
+        "DW_MATMUL": ("same", "dot_tf32", "dot_bf16"),
+        # 1: the recompute also stores z_t (one more scratch buffer); 0: the sweep recomputes it
+        "STORE_Z": (0, 1),
+        # copies of the dq/dk/dv/df accumulators that heads sharing one input head spread over
+        "SLOTS": (4, 1, 2, 8, 16),
+        "num_warps": (1, 2, 4, 8),
+        "num_stages": (1, 2, 3),
+    }
+    # the fastest fp32-accurate backward measured on the H200 (bench/results/2026-11-29-h200-training-levers)
+    gpu_start = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 16, "num_warps": 1,
+                 "DW_MATMUL": "dot_tf32"}
+
+    def dw_matmul(self, config: KernelConfig) -> str:
+        return config["MATMUL"] if config["DW_MATMUL"] == "same" else config["DW_MATMUL"]
+
+    def live_values(self, config: KernelConfig, layout: Layout) -> float:
+        bm, bv, threads = layout.bm, layout.bv, layout.threads
+        # live tiles: H_t, H_{t-1}, dH, g, z, da, dy; W, Wᵀ, dW; prefetched dy, H_{t-1} (, z)
+        per_thread = (7 * bm * bv + 3 * bv * bv + 8 * bm) / threads
+        per_thread += config["PREFETCH"] * (2 + config["STORE_Z"]) * bm * bv / threads
+        if config["MATMUL"] == "fma":
+            per_thread += bm * bv * bv / threads                     # [BM, BV, BV] products
+        return per_thread
+
+    def fit(self, config: KernelConfig, problem: Problem) -> KernelConfig:
+        """Also the chunk: the smallest CKPT choice that covers S, if the config's is longer."""
+        fitted = super().fit(config, problem)
+        choices = sorted(self.PARAMS["CKPT"])
+        covering = [c for c in choices if c >= problem.S] or [choices[-1]]
+        return fitted.with_params(CKPT=min(config["CKPT"], covering[0]))
+
+    def _check_own(self, problem: Problem, config: KernelConfig) -> Optional[str]:
+        bm, mm, ck = config["BLOCK_B"] * config["BLOCK_K"], config["MATMUL"], config["CKPT"]
+        if ck > min(self.PARAMS["CKPT"]) and ck // 2 >= problem.S:
+            return f"CKPT={ck} is at least twice S={problem.S}: same work as a smaller chunk, more scratch"
+        dw_mm = self.dw_matmul(config)
+        if problem.dtype == "float32" and dw_mm in STATE_ROUNDING:
+            return f"DW_MATMUL={dw_mm} rounds dW's factors below the fp32 problem's precision"
+        if mm != "fma" and bm < 16:
+            return f"MATMUL={mm} needs BLOCK_B*BLOCK_K >= 16 (tl.dot needs 16 rows)"
+        if dw_mm != "fma" and bm < 16:
+            return f"DW_MATMUL={dw_mm} needs BLOCK_B*BLOCK_K >= 16 (dW = H_prevᵀ da contracts over {bm} rows)"
+        if mm == "fma" and dw_mm != "fma":
+            return "DW_MATMUL with a dot needs a MATMUL dot too (the fma path pads V only to a power of 2)"
+        return None
+
+    def ladder(self, *, interpreter: bool) -> list[KernelConfig]:
+        """As the forward's, with the GPU start also tried with an exact dW product (which fp32
+        problems need: they refuse a tf32 dW)."""
+        starts = super().ladder(interpreter=interpreter)
+        if interpreter:
+            return starts
+        return [starts[0], starts[0].with_params(DW_MATMUL="same"), *starts[1:]]
+
+    def plan(self, problem: Problem, config: KernelConfig) -> dict[str, tuple[int, bool]]:
+        """Per shared gradient (q, k, v, f): (accumulator copies R, atomics needed). See bwd.py."""
+        split_k = cdiv(problem.K, config["BLOCK_K"]) > 1
+        plan = {}
+        for name, heads, over_rows in (("q", problem.Nq, False), ("k", problem.Nk, False),
+                                       ("v", problem.Nv, True), ("f", problem.Nf, True)):
+            g = problem.N // heads
+            copies = min(config["SLOTS"], g)
+            plan[name] = (copies, copies < g or (over_rows and split_k))
+        return plan
+
+    def extra_bytes(self, problem: Problem, config: KernelConfig) -> int:
+        """Device memory the backward (and the forward's checkpoints) allocate beyond inputs and grads."""
+        p = config.as_dict()
+        nseq, N, K, V, T = problem.B, problem.N, problem.K, problem.V, problem.tokens
+        layout = self.layout(problem, config)
+        progs, bm, bv = layout.programs, layout.bm, layout.bv
+        total = nseq * N * cdiv(problem.S, p["CKPT"]) * K * V * 4                  # checkpoints
+        total += (1 + p["STORE_Z"]) * progs * p["CKPT"] * bm * bv * 4              # scratch
+        total += progs * V * V * 4                                                  # dW partials
+        width = {"q": problem.Nq * K, "k": problem.Nk * K, "v": problem.Nv * V, "f": problem.Nf}
+        for name, (copies, atomic) in self.plan(problem, config).items():
+            if atomic or copies > 1:
+                total += copies * T * width[name] * 4
+        return total
+
+    def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
+        # recompute (H W, tanh) + sweep (H W and tanh again unless STORE_Z, da Wᵀ, H_prevᵀ da)
+        p = config.as_dict()
+        e = g.per_thread
+        work = g.bm * g.bv * g.bv / g.threads
+        store_z = p["STORE_Z"]
+        f: dict[str, float] = {"base": 1.0, "warps": math.log2(p["num_warps"]),
+                               "prefetch0": float(p["PREFETCH"] == 0), "prefetch2": float(p["PREFETCH"] == 2)}
+        f.update(matmul_features("mm", p["MATMUL"], work, 3.0 - store_z))
+        for key, value in matmul_features("dwmm", self.dw_matmul(config), work, 1.0).items():
+            f[key] = f.get(key, 0.0) + value
+        f["elem"] = e
+        f[f"tanh.{p['TANH']}"] = e * (2 - store_z)
+        f["storez"] = float(store_z) * e
+        f["chunk"] = 1.0 / p["CKPT"]                  # per chunk: checkpoint load, barriers, prefetch restart
+        f["reduce"] = math.log2(2 * p["BLOCK_K"])     # dq, dk over V; dv, df over BLOCK_K rows
+        f["atomics"] = self.atomics_per_thread(problem, config, g)
+        return f
+
+    def atomics_per_thread(self, problem: Problem, config: KernelConfig, g: Any) -> float:
+        """fp32 atomic adds one thread issues per step, weighted by writers per address."""
+        total = 0.0
+        for heads, width, over_rows in ((problem.Nq, g.bm, False), (problem.Nk, g.bm, False),
+                                        (problem.Nv, config["BLOCK_B"] * g.bv, True),
+                                        (problem.Nf, config["BLOCK_B"], True)):
+            group = problem.N // heads
+            copies = min(config["SLOTS"], group)
+            writers = cdiv(group, copies) * (g.k_blocks if over_rows else 1)
+            if writers > 1:
+                total += width / g.threads * math.log2(2 * writers)
+        return total
+
+    def throughput_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
+        elems = g.resident * g.bm * g.bv
+        passes = 3 - config["STORE_Z"]
+        f = {"sm.elem": elems * passes, f"sm.tanh.{config['TANH']}": elems * (2 - config["STORE_Z"])}
+        if config["MATMUL"] == "fma":
+            f["sm.fma"] = elems * g.bv * passes
+        else:
+            f["sm.dot"] = elems * g.bv * passes * PASSES[config["MATMUL"]] / 16
+        f["sm.atomics"] = g.resident * g.threads * self.atomics_per_thread(problem, config, g)
+        return f
+
+    def hbm_bytes(self, problem: Problem, config: KernelConfig) -> float:
+        inputs, y, state = self._input_bytes(problem)
+        ckpt = problem.B * problem.N * cdiv(problem.S, config["CKPT"]) * problem.K * problem.V * 4
+        return 2 * inputs + y + state + ckpt        # inputs read, their gradients written; dy; dh_T (, dh0)
+
+    def flops(self, problem: Problem, config: KernelConfig) -> float:
+        return 4 * self._step_flops(problem)
+
+
+FORWARD = ForwardSpec()
+BACKWARD = BackwardSpec()
+SPECS = {spec.name: spec for spec in (FORWARD, BACKWARD)}
