@@ -1,4 +1,5 @@
-"""The backward kernel (kernel_variants/m2rnn/bwd.py) against autograd through the float64 reference.
+"""The backward kernels (kernel_variants/m2rnn/bwd.py, bwd_lean.py) against autograd through the
+float64 reference.
 
 Forward with checkpoints (fwd.launch(..., ckpt_every=CKPT)), then launch_backward; every
 gradient must match torch.autograd on the naive reference (m2rnn_reference) in float64 to a relative
@@ -17,7 +18,7 @@ from m2tune.inputs import Inputs, make_inputs                    # noqa: E402
 from m2tune.kernel_variants.m2rnn.naive import m2rnn_reference   # noqa: E402
 from m2tune.problem import Problem, shape                        # noqa: E402
 
-FWD, BWD = variants.spec("m2rnn_fwd"), variants.spec("m2rnn_bwd")
+FWD, BWD, LEAN = variants.spec("m2rnn_fwd"), variants.spec("m2rnn_bwd"), variants.spec("m2rnn_bwd_lean")
 fwd, bwd = variants.load("m2rnn_fwd"), variants.load("m2rnn_bwd")
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -27,6 +28,10 @@ CLIP = 0.05
 
 def cfg(**kw):
     return BWD.DEFAULT.with_params(**kw)
+
+
+def lean(**kw):
+    return LEAN.DEFAULT.with_params(**kw)
 
 
 def _cast(x: Inputs, dtype: torch.dtype) -> Inputs:
@@ -47,7 +52,8 @@ def reference_grads(x: Inputs, dy, dh_T, clip):
 
 
 def run_case(problem, config, *, clip=None, dh_T=True, seed=0, device="cpu", dtype=torch.float32):
-    assert BWD.check(problem, config, interpreter=INTERPRETER) is None
+    """The backward kernel of `config` (either family) on fresh inputs: relative error per gradient."""
+    assert variants.spec(config.variant).check(problem, config, interpreter=INTERPRETER) is None
     x = _cast(make_inputs(problem, seed=seed, device=device), dtype)
     g = torch.Generator().manual_seed(seed + 100)
     rows, T = (1, problem.tokens) if problem.is_varlen else (problem.B, problem.S)
@@ -61,7 +67,8 @@ def run_case(problem, config, *, clip=None, dh_T=True, seed=0, device="cpu", dty
     fcfg = FWD.DEFAULT.with_params(BLOCK_K=8, MATMUL="fma")
     ckpt = fwd.launch(problem, fcfg, x, y, h_T, ckpt_every=config["CKPT"])
     assert ckpt.shape == (problem.B, problem.N, -(-problem.S // config["CKPT"]), problem.K, problem.V)
-    grads = bwd.launch_backward(problem, config, x, ckpt, dy, dhT, gradient_clipping=clip, poison=True)
+    grads = variants.load(config.variant).launch_backward(problem, config, x, ckpt, dy, dhT,
+                                                          gradient_clipping=clip, poison=True)
 
     assert set(grads) == set(ref)
     errors = {}
@@ -107,6 +114,26 @@ CASES = [
     # odd sizes: K=24, V=12 (padded tiles), S=37 (three chunks, the last one short)
     ("odd", Problem(B=1, S=37, K=24, V=12, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
      cfg(CKPT=16, BLOCK_K=32, MATMUL="dot_ieee", PREFETCH=1, num_warps=4), CLIP),
+    # the lean family: chain-only step loop, gradients per block of BULK steps
+    # odd sizes: K=24 over two K blocks (padded rows), V=12 (padded columns), S=37 (three chunks, the
+    # last short; blocks that do not divide the chunk), h0 and dh_T
+    ("lean-odd", Problem(B=2, S=37, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=4, num_warps=4), CLIP),
+    ("lean-odd-noclip-p0", Problem(B=1, S=37, K=24, V=12, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=2, PREFETCH=0, SLOTS=1, num_warps=4), None),
+    # one block per chunk and a single-step block; tf32x3 products on the dot path
+    ("lean-bulk-chunk", Problem(B=2, S=33, K=16, V=16, Nv=2, Nw=2, Nf=2, dtype="float32"),
+     lean(CKPT=16, BULK=16, MATMUL="dot_tf32x3", num_warps=4), CLIP),
+    ("lean-bulk-1", Problem(B=2, S=20, K=16, V=8, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=1, num_warps=4), CLIP),
+    # shared heads: q, k one head for all; mixed sharing with atomics and with copies
+    ("lean-shared-qk", Problem(B=1, S=18, K=16, V=8, Nq=1, Nk=1, Nv=4, Nw=4, Nf=4, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=4, SLOTS=2, num_warps=4), CLIP),
+    ("lean-shared-mix", Problem(B=3, S=12, K=16, V=8, Nq=2, Nk=1, Nv=4, Nw=1, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=4, SLOTS=4, num_warps=4), None),
+    # packed sequences of unequal lengths, one shorter than a block, one over two chunks
+    ("lean-varlen", Problem.varlen([3, 21, 11], K=16, V=8, Nv=2, Nw=2, Nf=1, h0=True, dtype="float32"),
+     lean(CKPT=16, BULK=4, num_warps=4), CLIP),
 ]
 
 
@@ -181,10 +208,36 @@ def test_approx_tanh_rejected_in_interpreter():
 
 
 def test_default_extra_memory_at_paper_7b_within_budget():
-    """Checkpoints + scratch + fp32 accumulators at paper-7b stay below the 870 MiB goal."""
+    """Checkpoints + scratch + fp32 accumulators at paper-7b stay below the 870 / 900 MiB goals."""
     problem = shape("paper-7b")
     assert BWD.check(problem, BWD.DEFAULT) is None
     assert BWD.extra_bytes(problem, BWD.DEFAULT) < 870 * 2 ** 20
+    start = LEAN.fit(LEAN.config(LEAN.gpu_start), problem)
+    assert LEAN.check(problem, start) is None
+    assert LEAN.extra_bytes(problem, start) < 900 * 2 ** 20
+
+
+@pytest.mark.parametrize("config, reason", [
+    (lean(BLOCK_K=64), "twice K"),
+    (lean(CKPT=128), "twice S"),
+    (lean(MATMUL="dot_tf32"), "precision"),
+    (lean(DW_MATMUL="dot_bf16"), "DW_MATMUL=dot_bf16 rounds"),
+    (lean(BLOCK_K=8), "BLOCK_K=8 not in"),
+    (lean(BLOCK_B=2), "BLOCK_B=2 not in"),
+    (lean(MATMUL="fma"), "MATMUL='fma' not in"),
+    (lean(BULK=16, num_warps=1), "registers"),
+])
+def test_impossible_lean_configs_rejected_with_reason(config, reason):
+    problem = Problem(B=3, S=40, K=24, V=16, dtype="float32")
+    why = LEAN.check(problem, config)
+    assert why is not None and reason in why, why
+
+
+def test_a_block_longer_than_the_sequence_is_rejected():
+    short = Problem(B=3, S=5, K=24, V=16, dtype="float32")
+    why = LEAN.check(short, lean(CKPT=16, BULK=16, num_warps=4))
+    assert why is not None and "twice the chunk's 5 steps" in why, why
+    assert LEAN.check(short, lean(CKPT=16, BULK=4, num_warps=4)) is None
 
 
 GPU_PROBLEM = Problem(B=2, S=200, K=64, V=16, Nq=1, Nk=1, Nv=8, Nw=8, Nf=8, dtype="bfloat16", h0=True)
@@ -197,12 +250,16 @@ GPU_CASES = [
     (GPU_PROBLEM, cfg(CKPT=64, BLOCK_K=16, MATMUL="dot_tf32x3", DW_MATMUL="dot_tf32", TANH="approx",
                       STORE_Z=1, num_warps=1, SLOTS=16), CLIP),
     (GPU_VARLEN, cfg(CKPT=64, BLOCK_K=32, BLOCK_B=2, MATMUL="dot_bf16", TANH="approx", num_warps=2), CLIP),
+    (GPU_PROBLEM, lean(CKPT=32, BULK=4, MATMUL="dot_bf16", TANH="approx", num_warps=1), CLIP),
+    (GPU_PROBLEM, lean(CKPT=64, BULK=8, MATMUL="dot_tf32x3", DW_MATMUL="dot_tf32", TANH="approx",
+                       num_warps=2, SLOTS=16), None),
+    (GPU_VARLEN, lean(CKPT=32, BULK=2, MATMUL="dot_bf16", TANH="approx", BLOCK_K=32, num_warps=2), CLIP),
 ]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("problem, config, clip", GPU_CASES,
-                         ids=[f"{'varlen' if p.is_varlen else 'fixed'}-{c['MATMUL']}-{c['TANH']}"
+                         ids=[f"{c.variant}-{'varlen' if p.is_varlen else 'fixed'}-{c['MATMUL']}-{c['TANH']}"
                               for p, c, _ in GPU_CASES])
 def test_compiled_bf16_gradients_close_to_float64(problem, config, clip):
     """Compiled on the GPU (PTX tanh, bf16/tf32 tensor cores): a loose sanity bound, not a tolerance model."""

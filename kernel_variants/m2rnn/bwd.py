@@ -21,11 +21,9 @@ Gradients of shared tensors (heads sharing q/k/v/W/f, GQA-style, and K split acr
 
 - dW: every program writes its [V, V] partial once, at the end (fp32, grid x V x V); torch sums.
 - dq, dk, dv, df: fp32 atomics "across the group dimension" only, spread over SLOTS copies to cut
-  same-address contention: head n adds into copy (n % g) % R of a (R, tokens, Nx, ...) fp32 buffer,
-  g = N // Nx heads share one head of x, R = min(SLOTS, g); torch sums the R copies afterwards.
-  When one program is the only writer of an element (R == g, and for dv/df also K unsplit) plain
-  stores replace the atomics, and with R == 1 the kernel writes the gradient in the input dtype
-  directly. No per-head (B, S, N, K) partial is ever materialised (553 MB in fp32 at paper-7b).
+  same-address contention (grads.py: R = min(SLOTS, g) copies, g = N // Nx heads sharing one head
+  of x; plain stores where a program is the only writer, the input dtype directly when R == 1).
+  No per-head (B, S, N, K) partial is ever materialised (553 MB in fp32 at paper-7b).
 - dh0: disjoint per program, stored directly.
 
 Extra memory at paper-7b (B=4 S=4096 N=132 K=64 V=16 bf16; Nq=Nk=1, Nv=Nw=Nf=132), defaults
@@ -50,6 +48,7 @@ import triton.language as tl
 from m2tune.inputs import Inputs
 from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, dot, interpreting, load_step, load_w,
                                                  matmul, sequences, tanh, tile)
+from m2tune.kernel_variants.m2rnn.grads import backward_buffers
 from m2tune.kernel_variants.m2rnn.spec import BACKWARD
 from m2tune.problem import KernelConfig, Problem
 
@@ -268,36 +267,14 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     p = config.as_dict()
     nseq, N, K, V, T = problem.B, problem.N, problem.K, problem.V, problem.tokens
     ck = p["CKPT"]
-    want = (nseq, N, triton.cdiv(problem.S, ck), K, V)
-    if tuple(ckpt.shape) != want or ckpt.dtype != torch.float32:
-        raise ValueError(f"m2rnn_bwd: ckpt expected fp32 {want} (forward launched with "
-                         f"ckpt_every={ck}), got {ckpt.dtype} {tuple(ckpt.shape)}")
-    dev, dt = x.q.device, x.q.dtype
-
-    def fresh(shape, dtype):
-        if poison:
-            return torch.full(shape, float("nan"), dtype=dtype, device=dev)
-        return torch.empty(shape, dtype=dtype, device=dev)
-
-    plan = SPEC.plan(problem, config)
-    lead = x.q.shape[:2]                        # (B, S) or (1, T)
-    shapes = {"q": (*lead, problem.Nq, K), "k": (*lead, problem.Nk, K),
-              "v": (*lead, problem.Nv, V), "f": (*lead, problem.Nf)}
-    bufs = {}
-    for name, (copies, atomic) in plan.items():
-        if atomic:
-            bufs[name] = torch.zeros((copies, *shapes[name]), dtype=torch.float32, device=dev)
-        elif copies > 1:
-            bufs[name] = fresh((copies, *shapes[name]), torch.float32)
-        else:                                   # sole writer of every element: final dtype
-            bufs[name] = fresh((1, *shapes[name]), dt)
+    grads = backward_buffers(SPEC, problem, config, x, ckpt, poison=poison)
+    plan, bufs, dw_part, dh0 = grads.plan, grads.bufs, grads.dw_part, grads.dh0
+    dev = x.q.device
 
     layout = SPEC.layout(problem, config)
     grid, progs, bm, bv = layout.grid, layout.programs, layout.bm, layout.bv
     scratch = torch.empty((progs, ck, bm, bv), dtype=torch.float32, device=dev)
     scratch_z = torch.empty_like(scratch) if p["STORE_Z"] else scratch
-    dw_part = fresh((N, grid[1], grid[0], V, V), torch.float32)
-    dh0 = fresh(x.h0.shape, x.h0.dtype) if x.h0 is not None else None
 
     cont = [t.contiguous() for t in (x.q, x.k, x.v, x.W, x.f)]
     cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
@@ -319,8 +296,4 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
         num_warps=p["num_warps"], num_stages=p["num_stages"],
     )
     compiled_info(kernel, info)
-    grads = {name: (buf.sum(0) if buf.shape[0] > 1 else buf[0]).to(dt) for name, buf in bufs.items()}
-    grads["W"] = dw_part.sum((1, 2)).view(problem.Nw, N // problem.Nw, V, V).sum(1).to(x.W.dtype)
-    if dh0 is not None:
-        grads["h0"] = dh0
-    return grads
+    return grads.finish()

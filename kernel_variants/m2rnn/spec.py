@@ -256,6 +256,94 @@ class BackwardSpec(KernelSpec):
         return 4 * self._step_flops(problem)
 
 
+class LeanBackwardSpec(BackwardSpec):
+    """bwd_lean.py: as bwd.py, but one sequence per program, the per-step loop carries only the dH
+    chain, and the input gradients are computed per block of BULK steps on [BULK, BLOCK_K, BV] tiles."""
+
+    name = "m2rnn_bwd_lean"
+    PARAMS = {
+        "CKPT": (32, 16, 64, 128),
+        # steps per block of bulk gradient work: its tiles are [BULK, BLOCK_K, BV]
+        "BULK": (4, 1, 2, 8, 16),
+        # at least 16 rows: the chain's tl.dot
+        "BLOCK_K": (16, 32, 64, 128),
+        # one sequence per program: every per-step input is a row or column vector or a scalar
+        "BLOCK_B": (1,),
+        "PREFETCH": (1, 0),
+        # tensor-core products only: the block tiles' H W would not fit the fma path's registers
+        "MATMUL": ("dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16"),
+        "TANH": ("exact", "approx"),
+        "DW_MATMUL": ("same", "dot_tf32", "dot_bf16"),
+        "SLOTS": (4, 1, 2, 8, 16),
+        "num_warps": (1, 2, 4, 8),
+        "num_stages": (1, 2, 3),
+    }
+    gpu_start = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 16, "num_warps": 1,
+                 "DW_MATMUL": "dot_tf32", "BULK": 4}
+
+    def rows(self, config: KernelConfig) -> int:
+        """Rows of a block tile: BULK steps of the program's BLOCK_K state rows."""
+        return config["BULK"] * config["BLOCK_K"]
+
+    def live_values(self, config: KernelConfig, layout: Layout) -> float:
+        bm, bv, threads = layout.bm, layout.bv, layout.threads
+        # the chain: dH, g, da, z, H_{t-1} tiles (k, q rows and v, dy columns); W, Wᵀ, dW
+        chain = (5 * bm * bv + 3 * bv * bv + 8 * bm + 4 * bv) / threads
+        # a block: H_{t-1}, v, z, g, da, dfe tiles of R rows, with dH and dW live across it
+        rows = self.rows(config)
+        block = (6 * rows * bv + bm * bv + 3 * bv * bv + 6 * rows) / threads
+        return max(chain, block)
+
+    def fit(self, config: KernelConfig, problem: Problem) -> KernelConfig:
+        fitted = super().fit(config, problem)
+        return fitted.with_params(BULK=min(fitted["BULK"], fitted["CKPT"]))
+
+    def _check_own(self, problem: Problem, config: KernelConfig) -> Optional[str]:
+        ck, bulk = config["CKPT"], config["BULK"]
+        if ck > min(self.PARAMS["CKPT"]) and ck // 2 >= problem.S:
+            return f"CKPT={ck} is at least twice S={problem.S}: same work as a smaller chunk, more scratch"
+        if bulk > 1 and bulk // 2 >= min(ck, problem.S):
+            return (f"BULK={bulk} is at least twice the chunk's {min(ck, problem.S)} steps: same work as a "
+                    "smaller block")
+        dw_mm = self.dw_matmul(config)
+        if problem.dtype == "float32" and dw_mm in STATE_ROUNDING:
+            return f"DW_MATMUL={dw_mm} rounds dW's factors below the fp32 problem's precision"
+        return None
+
+    def extra_bytes(self, problem: Problem, config: KernelConfig) -> int:
+        layout = self.layout(problem, config)
+        # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's g scratch
+        base = super().extra_bytes(problem, config.with_params(STORE_Z=0))
+        return base + layout.programs * (1 + config["BULK"]) * layout.bm * layout.bv * 4
+
+    def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
+        # the recompute (H W), the chain (H W for z, da Wᵀ), the block (H W, dW once per BULK steps)
+        p = config.as_dict()
+        e = g.per_thread
+        work = g.bm * g.bv * g.bv / g.threads
+        f: dict[str, float] = {"base": 1.0, "warps": math.log2(p["num_warps"]),
+                               "prefetch0": float(p["PREFETCH"] == 0)}
+        f.update(matmul_features("mm", p["MATMUL"], work, 3.0))
+        for key, value in matmul_features("blk", p["MATMUL"], work, 1.0 / p["BULK"]).items():
+            f[key] = value * p["BULK"]             # the block's product: BULK x the rows, once
+        for key, value in matmul_features("dwmm", self.dw_matmul(config), work, 1.0 / p["BULK"]).items():
+            f[key] = value * p["BULK"]
+        f["elem"] = e
+        f[f"tanh.{p['TANH']}"] = 3 * e
+        f["chunk"] = 1.0 / p["CKPT"]
+        f["block"] = 1.0 / p["BULK"]              # per block: barriers, the reductions' trees
+        f["atomics"] = self.atomics_per_thread(problem, config, g)
+        return f
+
+    def throughput_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
+        elems = g.resident * g.bm * g.bv
+        f = {"sm.elem": elems * 3, f"sm.tanh.{config['TANH']}": elems * 3,
+             "sm.dot": elems * g.bv * 4 * PASSES[config["MATMUL"]] / 16,
+             "sm.atomics": g.resident * g.threads * self.atomics_per_thread(problem, config, g)}
+        return f
+
+
 FORWARD = ForwardSpec()
 BACKWARD = BackwardSpec()
-SPECS = {spec.name: spec for spec in (FORWARD, BACKWARD)}
+LEAN_BACKWARD = LeanBackwardSpec()
+SPECS = {spec.name: spec for spec in (FORWARD, BACKWARD, LEAN_BACKWARD)}

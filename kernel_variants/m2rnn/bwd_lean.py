@@ -1,0 +1,248 @@
+"""Lean backward M²RNN kernel: the per-step loop carries only the dH chain; the gradients of the
+inputs are bulk work over blocks of steps.
+
+One program owns BLOCK_K state rows of one sequence (batch element or packed sequence) of one head,
+so every per-step input is a row vector (k, q: [BLOCK_K]), a column vector (v, dy: [BV]) or a scalar
+(f), and a packed sequence's program walks exactly its own steps (no per-step masks). It walks the
+chunks of CKPT steps in reverse; per chunk:
+
+1. recompute the chunk forward from its checkpoint, storing the state before every step and the
+   state after the last into a per-program fp32 scratch H [CKPT + 1, BLOCK_K, BV];
+2. for each block of BULK steps, last block first:
+   a. the chain (per step, t descending), nothing else:
+        g  = dH + q_t dy_tᵀ, clamped to [-c, c];   da = g (1 - f_t)(1 - z_t²);   dH = f_t g + da Wᵀ
+      with z_t recomputed from H_{t-1} (off the chain); g goes to a per-program scratch
+      G [BULK, BLOCK_K, BV]; dH stays in registers, fp32;
+   b. the block's gradients at once, on [BULK, BLOCK_K, BV] tiles with no step-to-step dependency:
+        dW += Σ H_{t-1}ᵀ da  (one product contracting BULK·BLOCK_K rows),   dk_t = da v_t,
+        dv_t = daᵀ k_t,   dq_t = H_t dy_t,   df_t = Σ g ⊙ (H_{t-1} - z_t),
+      and their stores (fp32 atomics where heads or K blocks share an element, as bwd.py).
+   The block's scratch was written a moment earlier by the same program and is read back from cache.
+
+dh0 is the final dH. Parameters, checks and memory: spec.LEAN_BACKWARD. State, dH, scratch and every
+accumulation are fp32; products follow MATMUL (H W, da Wᵀ) and DW_MATMUL (dW).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from m2tune.inputs import Inputs
+from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, dot, interpreting, load_w, matmul,
+                                                 tanh)
+from m2tune.kernel_variants.m2rnn.grads import backward_buffers
+from m2tune.kernel_variants.m2rnn.spec import LEAN_BACKWARD
+from m2tune.problem import KernelConfig, Problem
+
+SPEC = LEAN_BACKWARD
+
+
+@triton.jit
+def _load(ptr, mask, EVEN: tl.constexpr):
+    # fp32 values; masked only where the tile has padding (EVEN: K % BLOCK_K == 0 and V == BV)
+    if EVEN:
+        return tl.load(ptr).to(tl.float32)
+    else:
+        return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V,
+                 EVEN: tl.constexpr):
+    """k_t [BLOCK_K], v_t [BV], f_t (scalar) of token `tok` (a scalar)."""
+    kt = _load(k_ptr + (tok * Nk + hk) * K + rows_k, row_ok, EVEN)
+    vt = _load(v_ptr + (tok * Nv + hv) * V + cols, col_ok, EVEN)
+    ft = tl.load(f_ptr + tok * Nf + hf).to(tl.float32)
+    return kt, vt, ft
+
+
+@triton.jit
+def m2rnn_bwd_lean_kernel(
+    q_ptr, k_ptr, v_ptr, w_ptr, f_ptr, cu_ptr, ckpt_ptr, dy_ptr, dhT_ptr,
+    scr_ptr, scg_ptr, dq_ptr, dk_ptr, dv_ptr, df_ptr, dw_ptr, dh0_ptr,
+    clip, S, TOK, N, Nq, Nk, Nv, Nw, Nf, K, V, RQ, RK, RV, RF,
+    BLOCK_K: tl.constexpr, BV: tl.constexpr, CKPT: tl.constexpr, BULK: tl.constexpr,
+    PREFETCH: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
+    VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, CLIP: tl.constexpr,
+    DW_MATMUL: tl.constexpr, DQ_ATOMIC: tl.constexpr, DK_ATOMIC: tl.constexpr,
+    DV_ATOMIC: tl.constexpr, DF_ATOMIC: tl.constexpr, EVEN: tl.constexpr,
+    EMULATE_BF16_DOT: tl.constexpr,
+):
+    TILE: tl.constexpr = BLOCK_K * BV
+    pid_k = tl.program_id(0)
+    b = tl.program_id(1)                        # the sequence
+    n = tl.program_id(2)                        # the head
+    prog = (n * tl.num_programs(1) + b) * tl.num_programs(0) + pid_k
+    hq = n // (N // Nq)
+    hk = n // (N // Nk)
+    hv = n // (N // Nv)
+    hw = n // (N // Nw)
+    hf = n // (N // Nf)
+    dq_base = dq_ptr + ((n % (N // Nq)) % RQ).to(tl.int64) * TOK * Nq * K
+    dk_base = dk_ptr + ((n % (N // Nk)) % RK).to(tl.int64) * TOK * Nk * K
+    dv_base = dv_ptr + ((n % (N // Nv)) % RV).to(tl.int64) * TOK * Nv * V
+    df_base = df_ptr + ((n % (N // Nf)) % RF).to(tl.int64) * TOK * Nf
+
+    rows = tl.arange(0, BLOCK_K)                                   # [BLOCK_K]
+    rows_k = pid_k * BLOCK_K + rows
+    row_ok = rows_k < K
+    cols = tl.arange(0, BV)                                        # [BV]
+    col_ok = cols < V
+    if VARLEN:
+        bos = tl.load(cu_ptr + b).to(tl.int64)
+        n_steps = (tl.load(cu_ptr + b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = b.to(tl.int64) * S
+        n_steps = S
+    w = load_w(w_ptr, hw, V, BV)                                   # [BV, BV]
+    wt = tl.trans(w)
+
+    tile_mask = row_ok[:, None] & col_ok[None, :]
+    in_tile = rows[:, None] * BV + cols[None, :]                   # [BLOCK_K, BV] within a scratch tile
+    st_offs = ((b.to(tl.int64) * N + n) * K + rows_k)[:, None] * V + cols[None, :]
+    n_chunks = (S + CKPT - 1) // CKPT
+    ck_base = ((b.to(tl.int64) * N + n) * n_chunks) * K * V
+    ck_offs = rows_k[:, None] * V + cols[None, :]
+    sc_base = scr_ptr + prog.to(tl.int64) * ((CKPT + 1) * TILE)    # H [CKPT + 1, BLOCK_K, BV]
+    sg_base = scg_ptr + prog.to(tl.int64) * (BULK * TILE)          # G [BULK, BLOCK_K, BV]
+    blk = tl.arange(0, BULK)                                       # [BULK] steps of a block
+    in_blk = blk[:, None, None] * TILE + in_tile[None, :, :]       # [BULK, BLOCK_K, BV]
+
+    if HAS_DHT:
+        dh = _load(dhT_ptr + st_offs, tile_mask, EVEN)
+    else:
+        dh = tl.zeros([BLOCK_K, BV], dtype=tl.float32)
+    dw = tl.zeros([BV, BV], dtype=tl.float32)
+
+    n_chunks_here = (n_steps + CKPT - 1) // CKPT
+    for ci in range(0, n_chunks_here):
+        c = n_chunks_here - 1 - ci
+        t0 = c * CKPT
+        L = tl.minimum(n_steps - t0, CKPT)
+        tl.debug_barrier()  # the previous chunk's blocks have read the scratch about to be reused
+
+        # ---- 1. recompute the chunk forward from its checkpoint: H_{t-1} into slot j, the end into L ----
+        h = _load(ckpt_ptr + ck_base + c * K * V + ck_offs, tile_mask, EVEN)
+        if PREFETCH:
+            nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, bos + t0, rows_k, row_ok, cols, col_ok,
+                                      hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+        for j in range(0, L):
+            tok = bos + t0 + j
+            if PREFETCH:
+                kt, vt, ft = nk, nv, nf
+                nxt = tl.minimum(tok + 1, bos + n_steps - 1)           # the last step re-reads itself
+                nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, nxt, rows_k, row_ok, cols, col_ok,
+                                          hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+            else:
+                kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok,
+                                          hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+            tl.store(sc_base + j * TILE + in_tile, h)
+            z = tanh(matmul(h, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :], TANH_APPROX)
+            h = ft * h + (1.0 - ft) * z
+        tl.store(sc_base + L * TILE + in_tile, h)
+        tl.debug_barrier()  # scratch written above is read below, possibly by other threads
+
+        n_blocks = (L + BULK - 1) // BULK
+        for bi in range(0, n_blocks):
+            j0 = (n_blocks - 1 - bi) * BULK
+            jn = tl.minimum(j0 + BULK, L)
+
+            # ---- 2a. the chain over the block's steps, t descending ----
+            for jj in range(0, jn - j0):
+                j = jn - 1 - jj
+                tok = bos + t0 + j
+                kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok,
+                                          hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+                qt = _load(q_ptr + (tok * Nq + hq) * K + rows_k, row_ok, EVEN)           # [BLOCK_K]
+                dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)             # [BV]
+                hp = tl.load(sc_base + j * TILE + in_tile)
+                z = tanh(matmul(hp, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :],
+                         TANH_APPROX)
+                g = dh + qt[:, None] * dyt[None, :]
+                if CLIP:
+                    g = tl.minimum(tl.maximum(g, -clip), clip)
+                tl.store(sg_base + (j - j0) * TILE + in_tile, g)
+                da = g * ((1.0 - ft) * (1.0 - z * z))
+                dh = ft * g + matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
+            tl.debug_barrier()  # the block's g is read below in another layout
+
+            # ---- 2b. the block's gradients, all its steps at once ----
+            jb = j0 + blk                                                 # [BULK] chunk slots
+            real = jb < jn
+            tok_b = bos + t0 + jb                                         # [BULK]
+            real3 = real[:, None, None]
+            rk2 = real[:, None] & row_ok[None, :]                         # [BULK, BLOCK_K]
+            rv2 = real[:, None] & col_ok[None, :]                         # [BULK, BV]
+            h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], mask=real3, other=0.0)
+            h_next = tl.load(sc_base + (jb + 1)[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
+                             other=0.0)
+            g_b = tl.load(sg_base + in_blk, mask=real3, other=0.0)
+            k_b = tl.load(k_ptr + ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :], mask=rk2,
+                          other=0.0).to(tl.float32)
+            v_b = tl.load(v_ptr + ((tok_b * Nv + hv) * V)[:, None] + cols[None, :], mask=rv2,
+                          other=0.0).to(tl.float32)
+            dy_b = tl.load(dy_ptr + ((tok_b * N + n) * V)[:, None] + cols[None, :], mask=rv2,
+                           other=0.0).to(tl.float32)
+            f_b = tl.load(f_ptr + tok_b * Nf + hf, mask=real, other=0.0).to(tl.float32)
+            # z_t again, from H_{t-1}: one [BULK·BLOCK_K, BV] product
+            hw_b = tl.reshape(dot(tl.reshape(h_prev, (BULK * BLOCK_K, BV)), w, MATMUL, EMULATE_BF16_DOT),
+                              (BULK, BLOCK_K, BV))
+            z_b = tanh(hw_b + k_b[:, :, None] * v_b[:, None, :], TANH_APPROX)
+            da_b = g_b * ((1.0 - f_b)[:, None, None] * (1.0 - z_b * z_b))                # [BULK, BLOCK_K, BV]
+            dw += dot(tl.trans(tl.reshape(h_prev, (BULK * BLOCK_K, BV))),
+                      tl.reshape(da_b, (BULK * BLOCK_K, BV)), DW_MATMUL, EMULATE_BF16_DOT)
+            row_offs = ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :]
+            accumulate(dk_base, row_offs, tl.sum(da_b * v_b[:, None, :], axis=2), rk2, DK_ATOMIC)
+            accumulate(dq_base, ((tok_b * Nq + hq) * K)[:, None] + rows_k[None, :],
+                       tl.sum(dy_b[:, None, :] * h_next, axis=2), rk2, DQ_ATOMIC)
+            accumulate(dv_base, ((tok_b * Nv + hv) * V)[:, None] + cols[None, :],
+                       tl.sum(da_b * k_b[:, :, None], axis=1), rv2, DV_ATOMIC)
+            accumulate(df_base, tok_b * Nf + hf, tl.sum(tl.sum(g_b * (h_prev - z_b), axis=2), axis=1), real,
+                       DF_ATOMIC)
+            tl.debug_barrier()  # the next block overwrites the g scratch read above
+
+    # dW partial of this program, reduced over programs and shared heads by the launcher
+    tl.store(dw_ptr + prog.to(tl.int64) * V * V + cols[:, None] * V + cols[None, :], dw,
+             mask=col_ok[:, None] & col_ok[None, :])
+    if HAS_H0:
+        tl.store(dh0_ptr + st_offs, dh.to(dh0_ptr.dtype.element_ty), mask=tile_mask)
+
+
+def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: torch.Tensor,
+                    dy: torch.Tensor, dh_T: Optional[torch.Tensor], *,
+                    gradient_clipping: Optional[float] = None,
+                    poison: bool = False, info: Optional[dict] = None) -> dict[str, torch.Tensor]:
+    """Gradients {"q", "k", "v", "W", "f"(, "h0")} in the inputs' dtypes and shapes (as bwd.py)."""
+    p = config.as_dict()
+    layout = SPEC.layout(problem, config)
+    grads = backward_buffers(SPEC, problem, config, x, ckpt, poison=poison)
+    ck, bm, bv = p["CKPT"], layout.bm, layout.bv
+    dev = x.q.device
+    scratch = torch.empty((layout.programs, ck + 1, bm, bv), dtype=torch.float32, device=dev)
+    scratch_g = torch.empty((layout.programs, p["BULK"], bm, bv), dtype=torch.float32, device=dev)
+    cont = [t.contiguous() for t in (x.q, x.k, x.v, x.W, x.f)]
+    cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
+    dy = dy.contiguous()
+    dh_T_ = dh_T.contiguous() if dh_T is not None else dy
+    plan, bufs = grads.plan, grads.bufs
+    even = not problem.is_varlen and problem.K % p["BLOCK_K"] == 0 and problem.V == bv
+    kernel = m2rnn_bwd_lean_kernel[layout.grid](
+        *cont, cu, ckpt.contiguous(), dy, dh_T_,
+        scratch, scratch_g, bufs["q"], bufs["k"], bufs["v"], bufs["f"], grads.dw_part,
+        grads.dh0 if grads.dh0 is not None else grads.dw_part,
+        float(gradient_clipping) if gradient_clipping is not None else 0.0,
+        problem.S, problem.tokens, problem.N, problem.Nq, problem.Nk, problem.Nv, problem.Nw, problem.Nf,
+        problem.K, problem.V, plan["q"][0], plan["k"][0], plan["v"][0], plan["f"][0],
+        BLOCK_K=p["BLOCK_K"], BV=bv, CKPT=ck, BULK=p["BULK"],
+        PREFETCH=p["PREFETCH"], MATMUL=p["MATMUL"], TANH_APPROX=p["TANH"] == "approx",
+        VARLEN=problem.is_varlen, HAS_H0=x.h0 is not None, HAS_DHT=dh_T is not None,
+        CLIP=gradient_clipping is not None, DW_MATMUL=SPEC.dw_matmul(config),
+        DQ_ATOMIC=plan["q"][1], DK_ATOMIC=plan["k"][1], DV_ATOMIC=plan["v"][1], DF_ATOMIC=plan["f"][1],
+        EVEN=even, EMULATE_BF16_DOT=interpreting(),
+        num_warps=p["num_warps"], num_stages=p["num_stages"],
+    )
+    compiled_info(kernel, info)
+    return grads.finish()
