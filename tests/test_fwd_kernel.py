@@ -56,6 +56,23 @@ def test_low_precision_matmul_passes_in_bf16(matmul, device):
     assert result.ok, result.reason()
 
 
+def test_split_bf16_products_keep_the_state_accurate(device):
+    """dot_bf16x2 (H in two bf16 halves, two products) keeps h_T ~100x closer to float64 than
+    dot_bf16 over 64 steps, near the fp32-state products; the forward spec lets it train."""
+    problem = Problem(B=2, S=64, K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="bfloat16", h0=True)
+    errors = {}
+    for matmul in ("dot_bf16", "dot_bf16x2", "dot_ieee"):
+        result = validate_forward(problem, variant_forward(fwd, cfg(BLOCK_K=16, MATMUL=matmul)), seed=1,
+                                  device=device, lengths=(64,))
+        assert result.ok, result.reason()
+        errors[matmul] = next(c.e_cand for c in result.checks if c.name == "h_T")
+    assert errors["dot_bf16x2"] < errors["dot_bf16"] / 100, errors
+    assert errors["dot_bf16x2"] < 2e-4, errors
+    assert FWD.training_reason(cfg(MATMUL="dot_bf16x2")) is None
+    assert FWD.training_reason(cfg(MATMUL="dot_bf16")) is not None
+    assert "exact only for bfloat16" in FWD.check(problem.with_dtype("float16"), cfg(MATMUL="dot_bf16x2"))
+
+
 def test_fp32_errors_are_near_fp32_rounding(device):
     problem = ODD.with_dtype("float32")
     result = validate_forward(problem, variant_forward(fwd, cfg(BLOCK_K=8)), seed=3, device=device)

@@ -11,11 +11,12 @@ chunks of CKPT steps in reverse; per chunk:
 2. for each block of BULK steps, last block first:
    a. the chain (per step, t descending), nothing else:
         g  = dH + q_t dy_tᵀ, clamped to [-c, c];   da = g (1 - f_t)(1 - z_t²);   dH = f_t g + da Wᵀ
-      with z_t recomputed from H_{t-1} (off the chain); g goes to a per-program scratch
-      G [BULK, BLOCK_K, BV]; dH stays in registers, fp32;
+      with z_t recomputed from H_{t-1} off the chain (PREFETCH=2: a step ahead, its inputs two
+      steps ahead); da and g ⊙ (H_{t-1} - z_t) go to a per-program scratch [2, BULK, BLOCK_K, BV];
+      dH stays in registers, fp32;
    b. the block's gradients at once, on [BULK, BLOCK_K, BV] tiles with no step-to-step dependency:
         dW += Σ H_{t-1}ᵀ da  (one product contracting BULK·BLOCK_K rows),   dk_t = da v_t,
-        dv_t = daᵀ k_t,   dq_t = H_t dy_t,   df_t = Σ g ⊙ (H_{t-1} - z_t),
+        dv_t = daᵀ k_t,   df_t = Σ g ⊙ (H_{t-1} - z_t),   dq_t = H_t dy_t,
       and their stores (fp32 atomics where heads or K blocks share an element, as bwd.py).
    The block's scratch was written a moment earlier by the same program and is read back from cache.
 
@@ -57,6 +58,27 @@ def _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv,
     vt = _load(v_ptr + (tok * Nv + hv) * V + cols, col_ok, EVEN)
     ft = tl.load(f_ptr + tok * Nf + hf).to(tl.float32)
     return kt, vt, ft
+
+
+@triton.jit
+def _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, tok0, j, rows_k, row_ok, cols, col_ok, in_tile,
+                  hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE: tl.constexpr, EVEN: tl.constexpr):
+    """What the chain needs of chunk slot j (token tok0 + j): k_t, v_t, f_t, q_t, dy_t and H_{t-1}."""
+    tok = tok0 + j
+    kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf,
+                              K, V, EVEN)
+    qt = _load(q_ptr + (tok * Nq + hq) * K + rows_k, row_ok, EVEN)               # [BLOCK_K]
+    dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)                 # [BV]
+    hp = tl.load(sc_base + j * TILE + in_tile)                                   # [BLOCK_K, BV]
+    return kt, vt, ft, qt, dyt, hp
+
+
+@triton.jit
+def _prepare(hp, kt, vt, ft, w, wt, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
+             EMULATE_BF16_DOT: tl.constexpr):
+    """Off the chain: z_t from H_{t-1}, then c = (1 - f)(1 - z²) and e = H_{t-1} - z_t."""
+    z = tanh(matmul(hp, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :], TANH_APPROX)
+    return (1.0 - ft) * (1.0 - z * z), hp - z
 
 
 @triton.jit
@@ -107,7 +129,8 @@ def m2rnn_bwd_lean_kernel(
     ck_base = ((b.to(tl.int64) * N + n) * n_chunks) * K * V
     ck_offs = rows_k[:, None] * V + cols[None, :]
     sc_base = scr_ptr + prog.to(tl.int64) * ((CKPT + 1) * TILE)    # H [CKPT + 1, BLOCK_K, BV]
-    sg_base = scg_ptr + prog.to(tl.int64) * (BULK * TILE)          # G [BULK, BLOCK_K, BV]
+    sg_base = scg_ptr + prog.to(tl.int64) * (2 * BULK * TILE)      # da [BULK, BLOCK_K, BV] ...
+    se_base = sg_base + BULK * TILE                                # ... and g ⊙ (H_{t-1} - z)
     blk = tl.arange(0, BULK)                                       # [BULK] steps of a block
     in_blk = blk[:, None, None] * TILE + in_tile[None, :, :]       # [BULK, BLOCK_K, BV]
 
@@ -151,23 +174,51 @@ def m2rnn_bwd_lean_kernel(
             jn = tl.minimum(j0 + BULK, L)
 
             # ---- 2a. the chain over the block's steps, t descending ----
+            # c = (1 - f)(1 - z²) and e = H_{t-1} - z_t of a step depend on the loaded H_{t-1} only,
+            # so with PREFETCH=2 they are ready a step before the chain needs them
+            if PREFETCH >= 1:
+                kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
+                                                        jn - 1, rows_k, row_ok, cols, col_ok, in_tile,
+                                                        hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE, EVEN)
+            if PREFETCH >= 2:
+                cp, ep = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+                qp, dyp, fp = qt, dyt, ft
+                kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
+                                                        tl.maximum(jn - 2, j0), rows_k, row_ok, cols, col_ok,
+                                                        in_tile, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                                                        TILE, EVEN)
             for jj in range(0, jn - j0):
                 j = jn - 1 - jj
-                tok = bos + t0 + j
-                kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok,
-                                          hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
-                qt = _load(q_ptr + (tok * Nq + hq) * K + rows_k, row_ok, EVEN)           # [BLOCK_K]
-                dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)             # [BV]
-                hp = tl.load(sc_base + j * TILE + in_tile)
-                z = tanh(matmul(hp, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :],
-                         TANH_APPROX)
-                g = dh + qt[:, None] * dyt[None, :]
+                if PREFETCH == 0:
+                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
+                                                            j, rows_k, row_ok, cols, col_ok, in_tile,
+                                                            hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE, EVEN)
+                    cf, hz = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+                    q, dy, f = qt, dyt, ft
+                elif PREFETCH == 1:
+                    cf, hz = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+                    q, dy, f = qt, dyt, ft
+                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
+                                                            tl.maximum(j - 1, j0), rows_k, row_ok, cols, col_ok,
+                                                            in_tile, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                                                            TILE, EVEN)
+                else:
+                    cf, hz, q, dy, f = cp, ep, qp, dyp, fp
+                    cp, ep = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+                    qp, dyp, fp = qt, dyt, ft
+                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
+                                                            tl.maximum(j - 2, j0), rows_k, row_ok, cols, col_ok,
+                                                            in_tile, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                                                            TILE, EVEN)
+                # the chain: g, da, dH; da and g ⊙ (H_{t-1} - z) go to the block's scratch
+                g = dh + q[:, None] * dy[None, :]
                 if CLIP:
                     g = tl.minimum(tl.maximum(g, -clip), clip)
-                tl.store(sg_base + (j - j0) * TILE + in_tile, g)
-                da = g * ((1.0 - ft) * (1.0 - z * z))
-                dh = ft * g + matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
-            tl.debug_barrier()  # the block's g is read below in another layout
+                da = g * cf
+                tl.store(sg_base + (j - j0) * TILE + in_tile, da)
+                tl.store(se_base + (j - j0) * TILE + in_tile, g * hz)
+                dh = f * g + matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
+            tl.debug_barrier()  # the block's scratch is read below in another layout
 
             # ---- 2b. the block's gradients, all its steps at once ----
             jb = j0 + blk                                                 # [BULK] chunk slots
@@ -177,32 +228,27 @@ def m2rnn_bwd_lean_kernel(
             rk2 = real[:, None] & row_ok[None, :]                         # [BULK, BLOCK_K]
             rv2 = real[:, None] & col_ok[None, :]                         # [BULK, BV]
             h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], mask=real3, other=0.0)
-            h_next = tl.load(sc_base + (jb + 1)[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
-                             other=0.0)
-            g_b = tl.load(sg_base + in_blk, mask=real3, other=0.0)
+            da_b = tl.load(sg_base + in_blk, mask=real3, other=0.0)
             k_b = tl.load(k_ptr + ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :], mask=rk2,
                           other=0.0).to(tl.float32)
             v_b = tl.load(v_ptr + ((tok_b * Nv + hv) * V)[:, None] + cols[None, :], mask=rv2,
                           other=0.0).to(tl.float32)
-            dy_b = tl.load(dy_ptr + ((tok_b * N + n) * V)[:, None] + cols[None, :], mask=rv2,
-                           other=0.0).to(tl.float32)
-            f_b = tl.load(f_ptr + tok_b * Nf + hf, mask=real, other=0.0).to(tl.float32)
-            # z_t again, from H_{t-1}: one [BULK·BLOCK_K, BV] product
-            hw_b = tl.reshape(dot(tl.reshape(h_prev, (BULK * BLOCK_K, BV)), w, MATMUL, EMULATE_BF16_DOT),
-                              (BULK, BLOCK_K, BV))
-            z_b = tanh(hw_b + k_b[:, :, None] * v_b[:, None, :], TANH_APPROX)
-            da_b = g_b * ((1.0 - f_b)[:, None, None] * (1.0 - z_b * z_b))                # [BULK, BLOCK_K, BV]
             dw += dot(tl.trans(tl.reshape(h_prev, (BULK * BLOCK_K, BV))),
                       tl.reshape(da_b, (BULK * BLOCK_K, BV)), DW_MATMUL, EMULATE_BF16_DOT)
-            row_offs = ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :]
-            accumulate(dk_base, row_offs, tl.sum(da_b * v_b[:, None, :], axis=2), rk2, DK_ATOMIC)
-            accumulate(dq_base, ((tok_b * Nq + hq) * K)[:, None] + rows_k[None, :],
-                       tl.sum(dy_b[:, None, :] * h_next, axis=2), rk2, DQ_ATOMIC)
+            accumulate(dk_base, ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :],
+                       tl.sum(da_b * v_b[:, None, :], axis=2), rk2, DK_ATOMIC)
             accumulate(dv_base, ((tok_b * Nv + hv) * V)[:, None] + cols[None, :],
                        tl.sum(da_b * k_b[:, :, None], axis=1), rv2, DV_ATOMIC)
-            accumulate(df_base, tok_b * Nf + hf, tl.sum(tl.sum(g_b * (h_prev - z_b), axis=2), axis=1), real,
-                       DF_ATOMIC)
-            tl.debug_barrier()  # the next block overwrites the g scratch read above
+            dfe_b = tl.load(se_base + in_blk, mask=real3, other=0.0)
+            accumulate(df_base, tok_b * Nf + hf, tl.sum(tl.sum(dfe_b, axis=2), axis=1), real, DF_ATOMIC)
+            # dq_t = H_t dy_t (H_t: the next slot)
+            h_next = tl.load(sc_base + (jb + 1)[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
+                             other=0.0)
+            dy_b = tl.load(dy_ptr + ((tok_b * N + n) * V)[:, None] + cols[None, :], mask=rv2,
+                           other=0.0).to(tl.float32)
+            accumulate(dq_base, ((tok_b * Nq + hq) * K)[:, None] + rows_k[None, :],
+                       tl.sum(dy_b[:, None, :] * h_next, axis=2), rk2, DQ_ATOMIC)
+            tl.debug_barrier()  # the next block overwrites the scratch read above
 
     # dW partial of this program, reduced over programs and shared heads by the launcher
     tl.store(dw_ptr + prog.to(tl.int64) * V * V + cols[:, None] * V + cols[None, :], dw,
@@ -222,7 +268,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     ck, bm, bv = p["CKPT"], layout.bm, layout.bv
     dev = x.q.device
     scratch = torch.empty((layout.programs, ck + 1, bm, bv), dtype=torch.float32, device=dev)
-    scratch_g = torch.empty((layout.programs, p["BULK"], bm, bv), dtype=torch.float32, device=dev)
+    scratch_g = torch.empty((layout.programs, 2, p["BULK"], bm, bv), dtype=torch.float32, device=dev)
     cont = [t.contiguous() for t in (x.q, x.k, x.v, x.W, x.f)]
     cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
     dy = dy.contiguous()

@@ -32,6 +32,18 @@ def dot(a, b, MATMUL: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
         return tl.dot(a, b, input_precision="tf32x3")
     elif MATMUL == "dot_tf32":
         return tl.dot(a, b, input_precision="tf32")
+    elif MATMUL == "dot_bf16x2":
+        # a split into bf16 high and low halves, two bf16 products accumulated in fp32: a keeps 16
+        # mantissa bits, b is rounded to bf16 (exact for a bf16 W: bf16 problems only)
+        a_hi = a.to(tl.bfloat16)
+        a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+        b16 = b.to(tl.bfloat16)
+        if EMULATE_BF16_DOT:
+            b32 = b16.to(tl.float32)
+            return (tl.dot(a_hi.to(tl.float32), b32, input_precision="ieee")
+                    + tl.dot(a_lo.to(tl.float32), b32, input_precision="ieee"))
+        else:
+            return tl.dot(a_lo, b16, tl.dot(a_hi, b16))
     elif EMULATE_BF16_DOT:
         # the interpreter has no bf16 dot: bf16 products are exact in fp32
         return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32),

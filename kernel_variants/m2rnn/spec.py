@@ -269,9 +269,10 @@ class LeanBackwardSpec(BackwardSpec):
         "BLOCK_K": (16, 32, 64, 128),
         # one sequence per program: every per-step input is a row or column vector or a scalar
         "BLOCK_B": (1,),
-        "PREFETCH": (1, 0),
+        # the chain's loads 0, 1 or 2 steps ahead (2: z and its factors also a step ahead)
+        "PREFETCH": (2, 0, 1),
         # tensor-core products only: the block tiles' H W would not fit the fma path's registers
-        "MATMUL": ("dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16"),
+        "MATMUL": ("dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16", "dot_bf16x2"),
         "TANH": ("exact", "approx"),
         "DW_MATMUL": ("same", "dot_tf32", "dot_bf16"),
         "SLOTS": (4, 1, 2, 8, 16),
@@ -287,8 +288,10 @@ class LeanBackwardSpec(BackwardSpec):
 
     def live_values(self, config: KernelConfig, layout: Layout) -> float:
         bm, bv, threads = layout.bm, layout.bv, layout.threads
-        # the chain: dH, g, da, z, H_{t-1} tiles (k, q rows and v, dy columns); W, Wᵀ, dW
-        chain = (5 * bm * bv + 3 * bv * bv + 8 * bm + 4 * bv) / threads
+        # the chain: dH, g, da, z, H_{t-1} tiles (k, q rows and v, dy columns); W, Wᵀ, dW; the
+        # prefetched H_{t-1} (PREFETCH >= 1) and the step prepared ahead, c and e (PREFETCH = 2)
+        tiles = 5 + {0: 0, 1: 1, 2: 3}[config["PREFETCH"]]
+        chain = (tiles * bm * bv + 3 * bv * bv + 8 * bm + 4 * bv) / threads
         # a block: H_{t-1}, v, z, g, da, dfe tiles of R rows, with dH and dW live across it
         rows = self.rows(config)
         block = (6 * rows * bv + bm * bv + 3 * bv * bv + 6 * rows) / threads
@@ -312,9 +315,9 @@ class LeanBackwardSpec(BackwardSpec):
 
     def extra_bytes(self, problem: Problem, config: KernelConfig) -> int:
         layout = self.layout(problem, config)
-        # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's g scratch
+        # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's scratch
         base = super().extra_bytes(problem, config.with_params(STORE_Z=0))
-        return base + layout.programs * (1 + config["BULK"]) * layout.bm * layout.bv * 4
+        return base + layout.programs * (1 + 2 * config["BULK"]) * layout.bm * layout.bv * 4
 
     def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
         # the recompute (H W), the chain (H W for z, da Wᵀ), the block (H W, dW once per BULK steps)
@@ -322,7 +325,7 @@ class LeanBackwardSpec(BackwardSpec):
         e = g.per_thread
         work = g.bm * g.bv * g.bv / g.threads
         f: dict[str, float] = {"base": 1.0, "warps": math.log2(p["num_warps"]),
-                               "prefetch0": float(p["PREFETCH"] == 0)}
+                               "prefetch0": float(p["PREFETCH"] == 0), "prefetch2": float(p["PREFETCH"] == 2)}
         f.update(matmul_features("mm", p["MATMUL"], work, 3.0))
         for key, value in matmul_features("blk", p["MATMUL"], work, 1.0 / p["BULK"]).items():
             f[key] = value * p["BULK"]             # the block's product: BULK x the rows, once

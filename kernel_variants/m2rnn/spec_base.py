@@ -11,9 +11,13 @@ from typing import Any, Mapping, Optional
 
 from m2tune.problem import KernelConfig, Problem
 
-MATMULS = ("fma", "dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16")
+# dot_bf16x2: H split into bf16 high and low halves, two bf16 products (16 mantissa bits of H, W in
+# bf16: exact for the bf16 problems' W), about a third of tf32x3's tensor-core work.
+MATMULS = ("fma", "dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16", "dot_bf16x2")
 # tensor-core passes per product
-PASSES = {"fma": 1, "dot_ieee": 1, "dot_tf32x3": 3, "dot_tf32": 1, "dot_bf16": 1}
+PASSES = {"fma": 1, "dot_ieee": 1, "dot_tf32x3": 3, "dot_tf32": 1, "dot_bf16": 1, "dot_bf16x2": 2}
+# products the model prices as another one several times (no calibration rows of their own yet)
+PRICED_AS = {"dot_bf16x2": "dot_bf16"}
 # Products that round the state H to bf16 or tf32 at every step. Fine for y (the forward's
 # validation passes them), but in training the forward also writes the checkpoints the backward
 # recomputes from, and gradients are far more sensitive to the state than y is: at paper-7b, S=512,
@@ -60,9 +64,11 @@ class Layout:
 
 def matmul_features(prefix: str, matmul: str, work: float, count: float) -> dict[str, float]:
     # work: multiply-adds per thread per product; count: products per step on this path
-    f = {f"{prefix}.{matmul}": count * work * PASSES[matmul]}
+    priced = PRICED_AS.get(matmul, matmul)
+    f = {f"{prefix}.{priced}": count * work * PASSES[matmul]}
     if matmul != "fma":
-        f[f"{prefix}0.{matmul}"] = count          # fixed cost of a dot: layout conversions
+        # fixed cost of a dot (layout conversions), once per tensor-core pass of a split product
+        f[f"{prefix}0.{priced}"] = count * (PASSES[matmul] if priced != matmul else 1)
     return f
 
 
@@ -129,6 +135,8 @@ class KernelSpec:
             return "TANH=approx is PTX (tanh.approx.f32) and cannot run in the Triton interpreter"
         if problem.dtype == "float32" and mm in STATE_ROUNDING:
             return f"MATMUL={mm} rounds H below the fp32 problem's precision"
+        if mm == "dot_bf16x2" and problem.dtype != "bfloat16":
+            return f"MATMUL={mm} rounds W to bf16: exact only for bfloat16 problems, this is {problem.dtype}"
         return self._check_own(problem, config) or self._register_reason(config, self.layout(problem, config))
 
     def _check_own(self, problem: Problem, config: KernelConfig) -> Optional[str]:

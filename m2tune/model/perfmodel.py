@@ -143,7 +143,7 @@ def predict(problem: Problem, config: KernelConfig, hw: HardwareProfile,
     step = max(latency, throughput)
     kernel_ms = (coefs.get("launch_us", 0.0) + g.waves * problem.S * step) / 1e3
     memory_ms = spec.hbm_bytes(problem, config) / (hw.hbm_gbps * 1e9) * 1e3
-    rate = hw.tf32_tflops if config["MATMUL"] in ("fma", "dot_ieee", "dot_tf32x3", "dot_tf32") else hw.bf16_tflops
+    rate = hw.bf16_tflops if config["MATMUL"] in ("dot_bf16", "dot_bf16x2") else hw.tf32_tflops
     compute_ms = spec.flops(problem, config) / (rate * 1e12) * 1e3
     terms = {"latency": latency * g.waves * problem.S / 1e3, "throughput": throughput * g.waves * problem.S / 1e3,
              "memory": memory_ms, "compute": compute_ms}
