@@ -147,7 +147,7 @@ def _usable(path: Path, kernel: str, gpu: str) -> tuple[Optional[Any], Optional[
 
 
 def lookup(kernel: str, problem: Problem, *, gpu: Optional[str] = None, interpreter: bool = False,
-           training: bool = False) -> Choice:
+           training: bool = False, warn_untuned: bool = True) -> Choice:
     """The config for `kernel` on `problem` on GPU `gpu` (a name or slug; None: no GPU, default).
 
     training: gradients will be taken, so entries the kernel's spec refuses for training (a forward
@@ -155,12 +155,12 @@ def lookup(kernel: str, problem: Problem, *, gpu: Optional[str] = None, interpre
     Choice.skipped, unless the entry carries a `training` config.
     """
     return _lookup(kernel, problem, canonical_gpu(gpu) if gpu else None, interpreter, training,
-                   search_folders())
+                   search_folders(), warn_untuned)
 
 
 @functools.lru_cache(maxsize=256)
 def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool, training: bool,
-            folders: tuple[Path, ...]) -> Choice:
+            folders: tuple[Path, ...], warn_untuned: bool = True) -> Choice:
     if gpu is None or interpreter:
         return default_choice(kernel, problem, gpu=gpu, interpreter=interpreter,
                               why="no GPU (Triton interpreter)" if interpreter else "no GPU")
@@ -206,7 +206,7 @@ def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool
         return Choice(kernel, config, path, reason, gpu, entry.name, d, entry.measured, tuple(skipped),
                       exact, time_ms)
     why = f"no tuned {kernel} config for {gpu}" + (" usable here" if ranked or skipped else "")
-    if not ranked and not skipped:
+    if not ranked and not skipped and warn_untuned:
         _warn_once(f"m2tune: no tuned {kernel} profile for GPU {gpu!r} in {[str(f) for f in folders]}; "
                    "using the default config (m2tune tune + m2tune export make one)")
     return default_choice(kernel, problem, gpu=gpu, interpreter=False, why=why, skipped=tuple(skipped))
@@ -217,8 +217,9 @@ def choose(role: str, problem: Problem, *, gpu: Optional[str] = None, interprete
     """What the op runs for `role` ("forward" or "backward"): lookup() of every kernel serving the
     role (variants.for_role), the best tuned one (exact bucket first, then measured, nearer, and the
     faster tuned time), else the first kernel's default."""
-    choices = [lookup(kernel, problem, gpu=gpu, interpreter=interpreter, training=training)
-               for kernel in variants.for_role(role)]
+    # a role's first kernel warns when nothing is tuned for this GPU; the others are alternatives
+    choices = [lookup(kernel, problem, gpu=gpu, interpreter=interpreter, training=training, warn_untuned=i == 0)
+               for i, kernel in enumerate(variants.for_role(role))]
     if not choices:
         raise ValueError(f"m2rnn: no kernel is registered for the {role}")
     tuned = [c for c in choices if c.tuned]

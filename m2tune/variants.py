@@ -29,7 +29,7 @@ class Variant:
 REGISTRY: dict[str, Variant] = {
     "m2rnn_fwd": Variant(f"{KERNELS}.m2rnn.spec:FORWARD", f"{KERNELS}.m2rnn.fwd", op=True),
     "m2rnn_bwd": Variant(f"{KERNELS}.m2rnn.spec:BACKWARD", f"{KERNELS}.m2rnn.bwd", op=True),
-    "m2rnn_bwd_lean": Variant(f"{KERNELS}.m2rnn.spec:LEAN_BACKWARD", f"{KERNELS}.m2rnn.bwd_lean"),
+    "m2rnn_bwd_lean": Variant(f"{KERNELS}.m2rnn.spec:LEAN_BACKWARD", f"{KERNELS}.m2rnn.bwd_lean", op=True),
 }
 
 

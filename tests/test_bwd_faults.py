@@ -1,50 +1,79 @@
-"""Planted faults in the backward template must each be rejected by the training validator."""
+"""Planted faults in both backward kernels must each be rejected by the training validator."""
 import pytest
 import torch
 
 from m2tune import variants
 from m2tune.inputs import problem_of
-from m2tune.problem import Problem
 from m2tune.measure.validate import validate_training
+from m2tune.problem import Problem
 
 from .mutation import mutate
 
 fwd = variants.load("m2rnn_fwd")
-bwd = variants.load("m2rnn_bwd")
-FWD, BWD = variants.spec("m2rnn_fwd"), variants.spec("m2rnn_bwd")
+FWD = variants.spec("m2rnn_fwd").config(BLOCK_K=8)
 
-PROBLEM = Problem(B=2, S=24, K=8, V=4, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
-FWD = FWD.DEFAULT.with_params(BLOCK_K=8)
-BWD = BWD.DEFAULT.with_params(BLOCK_K=8, CKPT=16)     # S=24: two chunks, the second partial
-
-FAULTS = {
-    "dW-not-accumulated-over-batch": ("dw_part.sum((1, 2))", "dw_part[:, :1].sum((1, 2))"),
-    "dW-not-accumulated-over-steps": ("dw += _matmul_tn(", "dw = _matmul_tn("),
-    "clipping-skipped": ("gc = tl.minimum(tl.maximum(g, -clip), clip)", "gc = g"),
-    "wrong-chunk-replayed": ("h = tl.load(ckpt_ptr + ck_offs + c * K * V,",
-                             "h = tl.load(ckpt_ptr + ck_offs + tl.maximum(c - 1, 0) * K * V,"),
-    "dh0-dropped": ("tl.store(dh0_ptr + st_offs, dh.to(", "tl.store(dh0_ptr + st_offs, (dh * 0).to("),
+# kernel -> (problem, config, {fault: (anchor, replacement)})
+CASES = {
+    "m2rnn_bwd": (
+        Problem(B=2, S=24, K=8, V=4, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
+        variants.spec("m2rnn_bwd").config(BLOCK_K=8, CKPT=16),        # S=24: two chunks, the second partial
+        {
+            "dW-not-accumulated-over-batch": ("dw_part.sum((1, 2))", "dw_part[:, :1].sum((1, 2))"),
+            "dW-not-accumulated-over-steps": ("dw += _matmul_tn(", "dw = _matmul_tn("),
+            "clipping-skipped": ("gc = tl.minimum(tl.maximum(g, -clip), clip)", "gc = g"),
+            "wrong-chunk-replayed": ("h = tl.load(ckpt_ptr + ck_offs + c * K * V,",
+                                     "h = tl.load(ckpt_ptr + ck_offs + tl.maximum(c - 1, 0) * K * V,"),
+            "dh0-dropped": ("tl.store(dh0_ptr + st_offs, dh.to(", "tl.store(dh0_ptr + st_offs, (dh * 0).to("),
+        }),
+    # K = V = 16: a sum over the wrong axis has the right shape; S=40: three chunks, blocks of 4
+    "m2rnn_bwd_lean": (
+        Problem(B=2, S=40, K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
+        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, num_warps=4),
+        {
+            "da-written-one-step-late": ("tl.store(sg_base + (j - j0) * TILE + in_tile, da)",
+                                         "tl.store(sg_base + tl.minimum(j - j0 + 1, BULK - 1) * TILE + in_tile, da)"),
+            "dW-misses-the-last-step-of-a-block": (
+                "h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], mask=real3,",
+                "h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], "
+                "mask=(real & (jb + 1 < jn))[:, None, None],"),
+            "recompute-from-the-wrong-checkpoint": ("h = _load(ckpt_ptr + ck_base + c * K * V + ck_offs,",
+                                                    "h = _load(ckpt_ptr + ck_base + tl.maximum(c - 1, 0) * K * V + ck_offs,"),
+            "dk-summed-over-the-wrong-axis": ("tl.sum(da_b * v_b[:, None, :], axis=2)",
+                                              "tl.sum(da_b * v_b[:, None, :], axis=1)"),
+            "dv-summed-over-the-wrong-axis": ("tl.sum(da_b * k_b[:, :, None], axis=1)",
+                                              "tl.sum(da_b * k_b[:, :, None], axis=2)"),
+            "clamp-skipped-in-the-chain": ("g = tl.minimum(tl.maximum(g, -clip), clip)", "g = g"),
+            "shared-head-reduction-drops-a-head": ("tl.sum(da_b * v_b[:, None, :], axis=2), rk2, DK_ATOMIC)",
+                                                   "tl.sum(da_b * v_b[:, None, :], axis=2), rk2 & (n < N - 1), DK_ATOMIC)"),
+            "df-from-the-wrong-step": ("tl.store(se_base + (j - j0) * TILE + in_tile, g * hz)",
+                                       "tl.store(se_base + (jn - 1 - j0) * TILE + in_tile, g * hz)"),
+            "dh0-dropped": ("tl.store(dh0_ptr + st_offs, dh.to(", "tl.store(dh0_ptr + st_offs, (dh * 0).to("),
+        }),
 }
+PARAMS = [(kernel, fault) for kernel, (_, _, faults) in CASES.items() for fault in sorted(faults)]
 
 
-def kernel_step(backward_module):
+def kernel_step(backward_module, config):
     def train(x, clip, dy, dh_T):
         p = problem_of(x)
         y = torch.empty(dy.shape, dtype=x.q.dtype, device=x.q.device)
         h_T = torch.empty(dh_T.shape, dtype=torch.float32, device=x.q.device)
-        ckpt = fwd.launch(p, FWD, x, y, h_T, ckpt_every=BWD["CKPT"])
-        grads = backward_module.launch_backward(p, BWD, x, ckpt, dy, dh_T, gradient_clipping=clip)
+        ckpt = fwd.launch(p, FWD, x, y, h_T, ckpt_every=config["CKPT"])
+        grads = backward_module.launch_backward(p, config, x, ckpt, dy, dh_T, gradient_clipping=clip)
         return y, h_T, grads
     return train
 
 
-def test_unmutated_backward_passes(device):
-    result = validate_training(PROBLEM, kernel_step(bwd), seed=2, device=device, clip=0.05)
+@pytest.mark.parametrize("kernel", sorted(CASES))
+def test_unmutated_backward_passes(kernel, device):
+    problem, config, _ = CASES[kernel]
+    result = validate_training(problem, kernel_step(variants.load(kernel), config), seed=2, device=device, clip=0.05)
     assert result.ok, result.reason()
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_planted_backward_fault_is_rejected(fault, tmp_path, device):
-    mutant = mutate(bwd, *FAULTS[fault], tmp_path)
-    result = validate_training(PROBLEM, kernel_step(mutant), seed=2, device=device, clip=0.05)
+@pytest.mark.parametrize("kernel, fault", PARAMS, ids=[f"{k}-{f}" for k, f in PARAMS])
+def test_planted_backward_fault_is_rejected(kernel, fault, tmp_path, device):
+    problem, config, faults = CASES[kernel]
+    mutant = mutate(variants.load(kernel), *faults[fault], tmp_path)
+    result = validate_training(problem, kernel_step(mutant, config), seed=2, device=device, clip=0.05)
     assert not result.ok, f"fault {fault} passed validation"

@@ -281,6 +281,8 @@ class LeanBackwardSpec(BackwardSpec):
     }
     gpu_start = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 16, "num_warps": 1,
                  "DW_MATMUL": "dot_tf32", "BULK": 4}
+    # until `m2tune calibrate` has timed this kernel: bwd.py's constants for the features both have
+    model_constants_from = "m2rnn_bwd"
 
     def rows(self, config: KernelConfig) -> int:
         """Rows of a block tile: BULK steps of the program's BLOCK_K state rows."""

@@ -79,6 +79,8 @@ class KernelSpec:
     role: str                        # "forward" or "backward": what the op calls it for
     PARAMS: Mapping[str, tuple[Any, ...]]   # name -> allowed values, the first one the default
     gpu_start: Mapping[str, Any]     # where a GPU starts without tuning (over DEFAULT)
+    # a kernel with no calibrated constants of its own yet is priced with another's (labelled so)
+    model_constants_from: Optional[str] = None
 
     @property
     def DEFAULT(self) -> KernelConfig:

@@ -70,6 +70,7 @@ class Prediction:
     geometry: Geometry
     latency_terms: dict[str, float] = field(default_factory=dict)     # µs per step, by feature
     predicted: bool = True
+    constants_from: Optional[str] = None   # another kernel's calibrated constants priced this one
 
     def as_dict(self) -> dict[str, Any]:
         g = self.geometry
@@ -77,7 +78,8 @@ class Prediction:
                 "latency_us": self.latency_us, "throughput_us": self.throughput_us,
                 "memory_ms": self.memory_ms, "compute_ms": self.compute_ms, "bound": self.bound,
                 "programs": g.programs, "waves": g.waves, "occupancy": g.occupancy,
-                "occupancy_limit": g.occupancy_limit, "regs": g.regs, "predicted": True}
+                "occupancy_limit": g.occupancy_limit, "regs": g.regs, "predicted": True,
+                "constants_from": self.constants_from}
 
 
 def _estimated_shared(config: KernelConfig, bm: int, bv: int) -> int:
@@ -132,7 +134,10 @@ def predict(problem: Problem, config: KernelConfig, hw: HardwareProfile,
         spec = variants.spec(config.variant)
     except variants.UnknownVariant:
         raise ModelError(f"no performance model for variant {config.variant!r}") from None
-    coefs = hw.constants.get(config.variant)
+    coefs, borrowed = hw.constants.get(config.variant), None
+    if not coefs and spec.model_constants_from:
+        borrowed = spec.model_constants_from
+        coefs = hw.constants.get(borrowed)
     if not coefs:
         raise ModelError(f"{hw.slug}'s hardware.json has no fitted constants for {config.variant} "
                          "(run `m2tune calibrate` on that GPU)")
@@ -149,4 +154,4 @@ def predict(problem: Problem, config: KernelConfig, hw: HardwareProfile,
              "memory": memory_ms, "compute": compute_ms}
     bound = max(terms, key=terms.get)
     return Prediction(config.variant, max(kernel_ms, memory_ms, compute_ms), step, latency, throughput,
-                      memory_ms, compute_ms, bound, g, lat_terms)
+                      memory_ms, compute_ms, bound, g, lat_terms, constants_from=borrowed)

@@ -113,6 +113,8 @@ class ModelEvaluator:
             failed = replace(result, status=status.OUT_OF_RESOURCES, message=f"predicted: {exc}")
             return Outcome(failed, None, predicted=True, attrs=attrs)
         attrs.update(predicted_ms=pred.time_ms, bound=pred.bound, target=self.hw.slug)
+        if pred.constants_from:
+            attrs["model_constants_from"] = pred.constants_from
         return Outcome(result, pred.time_ms, predicted=True, attrs=attrs)
 
     def close(self) -> None:
