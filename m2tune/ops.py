@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from . import runtime, variants
+from . import compile_ahead, runtime, variants
 from .gpu import current_gpu
 from .inputs import Inputs, problem_of
 from .kernel_variants.m2rnn.naive import m2rnn_reference
@@ -74,11 +74,38 @@ def _from_json(text: str, part: str) -> KernelConfig:
     return KernelConfig.of(data["variant"], data["params"])
 
 
-def _plan_json(forward: KernelConfig, backward: KernelConfig, clip: float) -> str:
+def _plan_json(forward: KernelConfig, backward: KernelConfig, clip: float, training: bool) -> str:
     """Everything the op needs besides tensors, as one string argument of the forward op."""
     part = lambda c: {"variant": c.variant, "params": c.as_dict()}  # noqa: E731
-    return json.dumps({"forward": part(forward), "backward": part(backward), "clip": clip},
-                      sort_keys=True)
+    return json.dumps({"forward": part(forward), "backward": part(backward), "clip": clip,
+                       "training": training}, sort_keys=True)
+
+
+def _compile_key(plan: str, problem: Problem) -> str:
+    return f"{plan}|{problem.describe()}"
+
+
+def _compile_backward_ahead(plan: str, problem: Problem, x: Inputs, ckpt_shape: tuple) -> None:
+    """Training on a GPU: compile the backward kernel in a background thread while the forward
+    compiles and runs (m2tune/compile_ahead.py); its arguments are meta tensors of the same shapes."""
+    if '"training": true' not in plan or x.q.device.type != "cuda" or variants.interpreting():
+        return
+    data = json.loads(plan)
+    config = _from_json(plan, "backward")
+    meta = Inputs(*(None if t is None else torch.empty_like(t, device="meta")
+                    for t in (x.q, x.k, x.v, x.W, x.f, x.h0, x.cu_seqlens)))
+    device = x.q.device
+    lead = x.q.shape[:2]
+
+    def compile_backward() -> None:
+        dy = torch.empty((*lead, problem.N, problem.V), dtype=x.q.dtype, device="meta")
+        dh_T = torch.empty((problem.B, problem.N, problem.K, problem.V), dtype=torch.float32, device="meta")
+        ckpt = torch.empty(ckpt_shape, dtype=torch.float32, device="meta")
+        clip = data["clip"] if data["clip"] > 0 else None
+        with torch.cuda.device(device):
+            variants.load(config.variant).launch_backward(problem, config, meta, ckpt, dy, dh_T,
+                                                          gradient_clipping=clip, compile_only=True)
+    compile_ahead.start(_compile_key(plan, problem), compile_backward)
 
 
 def _y_shape(v: torch.Tensor, N: int) -> tuple[int, ...]:
@@ -100,6 +127,7 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
     y = torch.empty(_y_shape(v, problem.N), dtype=q.dtype, device=q.device)
     h_T = torch.empty(problem.B, problem.N, problem.K, problem.V, dtype=torch.float32, device=q.device)
     # (n_seq, N, n_chunks, K, V): the shape the fake implementation promises, n_chunks = cdiv(S, CKPT)
+    _compile_backward_ahead(plan, problem, x, (n_seq, problem.N, n_chunks, problem.K, problem.V))
     ckpt = variants.load(config.variant).launch(problem, config, x, y, h_T, ckpt_every=ckpt_every)
     return y, h_T, ckpt
 
@@ -122,6 +150,7 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
     problem = problem_of(x)
     config = _from_json(plan, "backward")
     clip = gradient_clipping if gradient_clipping > 0 else None
+    compile_ahead.wait(_compile_key(plan, problem))     # never compile the same kernel twice
     g = variants.load(config.variant).launch_backward(problem, config, x, ckpt, dy.contiguous(),
                                                       dh_T.contiguous(), gradient_clipping=clip)
     dh0 = g["h0"] if h0 is not None else q.new_empty(0)
@@ -201,7 +230,7 @@ def _plan(problem: Problem, device_type: str, config: Any, clip: float, training
     gpu = current_gpu() if device_type == "cuda" else None
     fwd_config, bwd_config = configs_for(problem, config, gpu=gpu, training=training)
     ckpt_every = bwd_config["CKPT"]
-    return (True, _plan_json(fwd_config, bwd_config, clip), ckpt_every, problem.B,
+    return (True, _plan_json(fwd_config, bwd_config, clip, training), ckpt_every, problem.B,
             -(-problem.S // ckpt_every))
 
 

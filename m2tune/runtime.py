@@ -217,10 +217,18 @@ def choose(role: str, problem: Problem, *, gpu: Optional[str] = None, interprete
     """What the op runs for `role` ("forward" or "backward"): lookup() of every kernel serving the
     role (variants.for_role), the best tuned one (exact bucket first, then measured, nearer, and the
     faster tuned time), else the first kernel's default."""
-    # a role's first kernel warns when nothing is tuned for this GPU; the others are alternatives
-    choices = [lookup(kernel, problem, gpu=gpu, interpreter=interpreter, training=training, warn_untuned=i == 0)
-               for i, kernel in enumerate(variants.for_role(role))]
+    # a role's first kernel warns when nothing is tuned for this GPU; the others are alternatives,
+    # passed over where they cannot run the problem at all (no config of theirs fits it)
+    choices, failures = [], []
+    for i, kernel in enumerate(variants.for_role(role)):
+        try:
+            choices.append(lookup(kernel, problem, gpu=gpu, interpreter=interpreter, training=training,
+                                  warn_untuned=i == 0))
+        except ValueError as exc:
+            failures.append(exc)
     if not choices:
+        if failures:
+            raise failures[0]
         raise ValueError(f"m2rnn: no kernel is registered for the {role}")
     tuned = [c for c in choices if c.tuned]
     if not tuned:

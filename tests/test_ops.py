@@ -83,3 +83,46 @@ def test_torch_compile_fullgraph_matches_eager():
     torch.testing.assert_close(l1, l0)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b)
+
+
+def test_the_plan_says_whether_the_backward_is_compiled_ahead():
+    """The forward starts compiling the backward only for a training step on a GPU."""
+    import json
+
+    from m2tune import compile_ahead, ops
+    from m2tune.inputs import make_inputs
+    p = Problem(B=1, S=8, K=8, V=4, dtype="float32")
+    fwd, bwd = ops.configs_for(p, SMALL, interpreter=True)
+    for training in (True, False):
+        assert json.loads(ops._plan_json(fwd, bwd, 0.0, training))["training"] is training
+    compile_ahead.forget()
+    plan = ops._plan_json(fwd, bwd, 0.0, True)
+    ops._compile_backward_ahead(plan, p, make_inputs(p, seed=0), (1, 1, 1, 8, 4))   # CPU tensors
+    assert compile_ahead.start(ops._compile_key(plan, p), lambda: None)        # so nothing started
+    compile_ahead.forget()
+
+
+@pytest.mark.gpu
+def test_a_training_step_compiles_its_backward_ahead():
+    """On the GPU the first forward of a training plan starts the backward's compile in a thread;
+    the backward launch then waits for it and finds the kernel compiled (no second compile)."""
+    from m2tune import compile_ahead, ops, variants
+    from m2tune.inputs import make_inputs
+    compile_ahead.forget()
+    p = Problem(B=2, S=77, K=16, V=16, Nv=2, Nw=2, Nf=2, dtype="bfloat16")   # a shape no other test runs
+    x = make_inputs(p, seed=0, device="cuda")
+    ins = [t.to(torch.bfloat16).requires_grad_(True) for t in (x.q, x.k, x.v, x.W, x.f)]
+    config = {"forward": {"MATMUL": "dot_bf16x2", "TANH": "approx", "BLOCK_K": 16},
+              "backward": {"MATMUL": "dot_bf16", "TANH": "approx", "BLOCK_K": 16, "CKPT": 32}}
+    y, h = m2rnn(*ins, config=config)
+    key = ops._compile_key(ops._plan(p, "cuda", config, 0.0, True)[1], p)
+    compile_ahead.wait(key)
+    assert compile_ahead.error(key) is None
+    kernel = variants.load("m2rnn_bwd").m2rnn_bwd_kernel
+    before = sum(len(c) for c in kernel.device_caches.values()) if hasattr(kernel, "device_caches") else None
+    (y.float().sum() + h.sum()).backward()
+    torch.cuda.synchronize()
+    if before is not None:
+        assert sum(len(c) for c in kernel.device_caches.values()) == before
+    assert all(torch.isfinite(t.grad).all() for t in ins)
+    compile_ahead.forget()

@@ -46,8 +46,8 @@ import triton
 import triton.language as tl
 
 from m2tune.inputs import Inputs
-from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, dot, interpreting, load_step, load_w,
-                                                 matmul, sequences, tanh, tile)
+from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, dot, interpreting, launcher,
+                                                 load_step, load_w, matmul, sequences, tanh, tile)
 from m2tune.kernel_variants.m2rnn.grads import backward_buffers
 from m2tune.kernel_variants.m2rnn.spec import BACKWARD
 from m2tune.problem import KernelConfig, Problem
@@ -256,7 +256,8 @@ def m2rnn_bwd_kernel(
 def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: torch.Tensor,
                     dy: torch.Tensor, dh_T: Optional[torch.Tensor], *,
                     gradient_clipping: Optional[float] = None,
-                    poison: bool = False, info: Optional[dict] = None) -> dict[str, torch.Tensor]:
+                    poison: bool = False, info: Optional[dict] = None,
+                    compile_only: bool = False) -> dict[str, torch.Tensor]:
     """Gradients {"q", "k", "v", "W", "f"(, "h0")} in the inputs' dtypes and shapes.
 
     ckpt: from the forward's `launch(..., ckpt_every=config["CKPT"])`. dy: like y (B, S, N, V);
@@ -280,7 +281,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
     dy = dy.contiguous()
     dh_T_ = dh_T.contiguous() if dh_T is not None else dy
-    kernel = m2rnn_bwd_kernel[grid](
+    kernel = launcher(m2rnn_bwd_kernel, grid, compile_only)(
         *cont, cu, ckpt.contiguous(), dy, dh_T_,
         scratch, scratch_z, bufs["q"], bufs["k"], bufs["v"], bufs["f"], dw_part,
         dh0 if dh0 is not None else dw_part,

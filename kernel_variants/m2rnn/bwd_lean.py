@@ -32,8 +32,8 @@ import triton
 import triton.language as tl
 
 from m2tune.inputs import Inputs
-from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, dot, interpreting, load_w, matmul,
-                                                 tanh)
+from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, dot, interpreting, launcher,
+                                                 load_w, matmul, tanh)
 from m2tune.kernel_variants.m2rnn.grads import backward_buffers
 from m2tune.kernel_variants.m2rnn.spec import LEAN_BACKWARD
 from m2tune.problem import KernelConfig, Problem
@@ -260,7 +260,8 @@ def m2rnn_bwd_lean_kernel(
 def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: torch.Tensor,
                     dy: torch.Tensor, dh_T: Optional[torch.Tensor], *,
                     gradient_clipping: Optional[float] = None,
-                    poison: bool = False, info: Optional[dict] = None) -> dict[str, torch.Tensor]:
+                    poison: bool = False, info: Optional[dict] = None,
+                    compile_only: bool = False) -> dict[str, torch.Tensor]:
     """Gradients {"q", "k", "v", "W", "f"(, "h0")} in the inputs' dtypes and shapes (as bwd.py)."""
     p = config.as_dict()
     layout = SPEC.layout(problem, config)
@@ -275,7 +276,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     dh_T_ = dh_T.contiguous() if dh_T is not None else dy
     plan, bufs = grads.plan, grads.bufs
     even = not problem.is_varlen and problem.K % p["BLOCK_K"] == 0 and problem.V == bv
-    kernel = m2rnn_bwd_lean_kernel[layout.grid](
+    kernel = launcher(m2rnn_bwd_lean_kernel, layout.grid, compile_only)(
         *cont, cu, ckpt.contiguous(), dy, dh_T_,
         scratch, scratch_g, bufs["q"], bufs["k"], bufs["v"], bufs["f"], grads.dw_part,
         grads.dh0 if grads.dh0 is not None else grads.dw_part,

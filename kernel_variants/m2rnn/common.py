@@ -5,7 +5,8 @@ Each piece is inlined by Triton into the kernel that calls it; none of them is a
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+from typing import Any, Callable, Optional
 
 import triton
 import triton.language as tl
@@ -141,3 +142,12 @@ def compiled_info(kernel: Any, info: Optional[dict]) -> None:
         return
     info.update(n_regs=int(kernel.n_regs), n_spills=int(kernel.n_spills),
                 shared=int(kernel.metadata.shared), num_warps=int(kernel.metadata.num_warps))
+
+
+def launcher(kernel: Any, grid: tuple, compile_only: bool) -> Callable:
+    """`kernel[grid]`, or with compile_only Triton's warmup: the kernel compiled into Triton's cache
+    and not launched (compiling a step's kernels ahead of their first launch; the tensors may then
+    be meta tensors: only their dtypes and shapes matter)."""
+    if compile_only:
+        return functools.partial(kernel.warmup, grid=grid)
+    return kernel[grid]

@@ -20,8 +20,8 @@ import triton
 import triton.language as tl
 
 from m2tune.inputs import Inputs
-from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, interpreting, load_step, load_w,
-                                                 matmul, sequences, tanh, tile)
+from m2tune.kernel_variants.m2rnn.common import (accumulate, compiled_info, interpreting, launcher, load_step,
+                                                 load_w, matmul, sequences, tanh, tile)
 from m2tune.kernel_variants.m2rnn.spec import FORWARD
 from m2tune.problem import KernelConfig, Problem
 
@@ -115,12 +115,13 @@ def m2rnn_fwd_kernel(
 
 def launch(problem: Problem, config: KernelConfig, x: Inputs,
            y: torch.Tensor, h_T: torch.Tensor, *, ckpt_every: int = 0,
-           info: Optional[dict] = None) -> Optional[torch.Tensor]:
+           info: Optional[dict] = None, compile_only: bool = False) -> Optional[torch.Tensor]:
     """Run the forward pass, writing every element of y (like v, N heads) and h_T (fp32 or any float).
 
     ckpt_every > 0 (for a backward, bwd.py): also return the fp32 state at the start of every chunk
     of ckpt_every steps, shape (num_seqs, N, cdiv(S, ckpt_every), K, V).
     info: a dict to receive the compiled kernel's n_regs, n_spills, shared (bytes), num_warps.
+    compile_only: compile into Triton's cache without launching (common.launcher).
     """
     p = config.as_dict()
     nseq = problem.B
@@ -135,7 +136,7 @@ def launch(problem: Problem, config: KernelConfig, x: Inputs,
     if ckpt_every:  # backward checkpoints; chunks past a sequence's end stay unwritten
         ckpt = torch.empty((nseq, problem.N, triton.cdiv(problem.S, ckpt_every), problem.K, problem.V),
                            dtype=torch.float32, device=y.device)
-    kernel = m2rnn_fwd_kernel[layout.grid](
+    kernel = launcher(m2rnn_fwd_kernel, layout.grid, compile_only)(
         *cont, h0, cu, y_acc, h_T, ckpt if ckpt is not None else y_acc,
         nseq, problem.S, problem.N, problem.Nq, problem.Nk, problem.Nv, problem.Nw, problem.Nf,
         problem.K, problem.V,
