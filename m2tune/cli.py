@@ -207,7 +207,9 @@ def predict(shape_name: str, variant: str, target: Optional[str], config_text: O
 @main.command()
 @click.option("--shape", "shape_name", default="paper-7b", show_default=True,
               help="A named shape (m2tune shapes) or a bucket of the search space.")
-@click.option("--variant", default="m2rnn_fwd", show_default=True, type=click.Choice(variants.names()))
+@click.option("--variant", default="m2rnn_fwd", show_default=True,
+              help="Kernel to tune; several of one role, comma-separated (m2rnn_bwd,m2rnn_bwd_lean), are tuned "
+              "one after the other and compared: the runtime runs the faster. Known: " + ", ".join(variants.names()))
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "gpu", "model"]),
               help="gpu: validate and time on this machine's GPUs; model: check in the Triton interpreter and "
               "score with the performance model for --target (no GPU needed); auto: gpu if one is visible.")
@@ -234,26 +236,53 @@ def tune(shape_name: str, variant: str, backend: str, target: Optional[str], tri
          seed: int, storage: Optional[str], study_name: Optional[str], gpus: str, prune: bool,
          trial_timeout: float, reps: int, confirm: int, space: Optional[str], as_json: bool) -> None:
     """Find the fastest validated config for one shape: an Optuna study, resumable."""
-    from .model.hardware import HardwareProfileError
     from .tuning import summary as summ
-    from .tuning.options import TuneError, TuneOptions
-    from .tuning.space import SpaceError
+    from .tuning.options import TuneOptions
     from .tuning.storage import DEFAULT_URL
-    from .tuning.tune import Tuner
     if backend == "auto":
         backend = "gpu" if variants.cuda_available() else "model"
     try:
         gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated GPU indices, got {gpus!r}", param_hint="--gpus") from None
-    opts = TuneOptions(variant=variant, shape=shape_name, backend=backend, target=target, trials=trials,
-                       sampler=sampler, seed=seed, storage=storage or DEFAULT_URL, study=study_name,
-                       gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps, confirm=confirm,
-                       space=space)
+    kernels = [v.strip() for v in variant.split(",") if v.strip()]
+    unknown = [k for k in kernels if k not in variants.REGISTRY]
+    if not kernels or unknown:
+        raise click.BadParameter(f"unknown kernel {', '.join(unknown) or '(none)'}; known: {', '.join(variants.names())}",
+                                 param_hint="--variant")
+    roles = {variants.spec(k).role for k in kernels}
+    if len(roles) > 1:
+        raise click.BadParameter(f"{variant} mixes kernels of roles {sorted(roles)}; give kernels of one role",
+                                 param_hint="--variant")
+    if len(kernels) > 1 and (space or study_name):
+        raise click.BadParameter("--space and --study name one study; give one --variant with them",
+                                 param_hint="--variant")
+    results = [_tune_one(TuneOptions(variant=k, shape=shape_name, backend=backend, target=target, trials=trials,
+                                     sampler=sampler, seed=seed, storage=storage or DEFAULT_URL, study=study_name,
+                                     gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps,
+                                     confirm=confirm, space=space), as_json) for k in kernels]
+    if as_json:
+        click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2, sort_keys=True, default=str))
+        return
+    for result in results:
+        for line in summ.table(result):
+            click.echo(line)
+    if len(results) > 1:
+        for line in summ.comparison(results):
+            click.echo(line)
+
+
+def _tune_one(opts, as_json: bool) -> dict:
+    """One study with its progress bar; errors the user can act on become one line."""
+    from .model.hardware import HardwareProfileError
+    from .tuning.options import TuneError
+    from .tuning.space import SpaceError
+    from .tuning.tune import Tuner
+    backend = opts.backend
     bar = None
     if not as_json:
         from tqdm import tqdm
-        bar = tqdm(total=trials, desc="trials", unit="trial", dynamic_ncols=True)
+        bar = tqdm(total=opts.trials, desc=opts.variant, unit="trial", dynamic_ncols=True)
 
     def show(progress) -> None:
         if bar is None:
@@ -267,17 +296,12 @@ def tune(shape_name: str, variant: str, backend: str, target: Optional[str], tri
     try:
         tuner = Tuner(opts, on_progress=show)
         show(tuner.progress)
-        result = tuner.run()
+        return tuner.run()
     except (TuneError, HardwareProfileError, SpaceError, KeyError) as exc:
         raise click.ClickException(str(exc).strip('"')) from None
     finally:
         if bar is not None:
             bar.close()
-    if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
-        return
-    for line in summ.table(result):
-        click.echo(line)
 
 
 @main.command()

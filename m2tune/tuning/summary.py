@@ -59,3 +59,19 @@ def table(summary: dict[str, Any]) -> Iterable[str]:
         yield "  " + summary["stop_reason"]
     if summary["predicted"]:
         yield "  times are PREDICTED by the performance model for the target GPU, not measured"
+
+
+def comparison(summaries: list[dict[str, Any]]) -> Iterable[str]:
+    """Kernels of one role tuned for one shape, side by side: which one the runtime will run."""
+    def best(summary):
+        confirm = summary.get("confirm") or {}
+        winner = confirm.get("winner")
+        if winner and winner.get("median_ms") is not None:
+            return winner["median_ms"]
+        return (summary.get("best") or {}).get("value_ms")
+    timed = [(best(s), s["variant"]) for s in summaries if best(s) is not None]
+    label = "predicted" if summaries[0]["predicted"] else "measured"
+    shape = summaries[0]["shape"]
+    yield f"{shape}: " + ", ".join(f"{v} {t:.4f} ms" for t, v in sorted(timed)) + f" ({label}, each study's best)"
+    if timed:
+        yield f"  the runtime runs {min(timed)[1]} for {shape} once these studies are exported (m2tune export)"
