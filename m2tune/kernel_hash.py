@@ -6,18 +6,21 @@ imports: the @triton.jit pieces of common.py it calls, the spec entry whose geom
 reads. So the hash covers the kernel module whole and, of each family module it imports from,
 only the top-level definitions it reaches by name (transitively). Adding another kernel's helpers
 or spec entry to those files leaves every other kernel's tuned configs valid; changing a piece a
-kernel uses makes its configs stale. Comments, docstrings and formatting do not count (the syntax
-tree is hashed). bench/kernel_identity.py is the stronger check a restructure can run: the SASS
-and launch arguments of every shipped config.
+kernel uses makes its configs stale. Comments, docstrings and blank lines do not count: what is
+hashed is each reached statement's source text without them, so the hash is the same on every
+Python version (a syntax tree's dump is not: 3.12 added fields). bench/kernel_identity.py is the
+stronger check a restructure can run: the SASS and launch arguments of every shipped config.
 
 Nothing is imported to hash it: modules are found and parsed, never executed.
 """
 from __future__ import annotations
 
 import ast
-import copy
+import functools
 import hashlib
 import importlib.util
+import io
+import tokenize
 from typing import Iterable, Optional
 
 FAMILY = "m2tune.kernel_variants."
@@ -32,8 +35,39 @@ def source_hash(kernel_module: str, family: str = FAMILY) -> str:
         for stmt in statements:
             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
                 continue                                   # a module docstring
-            digest.update(ast.dump(_without_docstrings(stmt)).encode())
+            digest.update(_text(module, stmt).encode())
     return digest.hexdigest()[:16]
+
+
+def _text(module: str, stmt: ast.stmt) -> str:
+    """The statement's source lines without its docstrings, comments, blank lines, trailing spaces."""
+    lines, comments = _lines_and_comments(module)
+    drop = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            drop.update(range(node.body[0].lineno, node.body[0].end_lineno + 1))
+    out = []
+    for number in range(stmt.lineno, stmt.end_lineno + 1):
+        if number in drop:
+            continue
+        line = lines[number - 1]
+        if number in comments:
+            line = line[:comments[number]]
+        line = line.rstrip()
+        if line.strip():
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@functools.lru_cache(maxsize=None)
+def _lines_and_comments(module: str) -> tuple[list[str], dict[int, int]]:
+    """The module's source lines, and for each line with a comment the column it starts at."""
+    source = _source(module)
+    comments = {tok.start[0]: tok.start[1] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    return source.splitlines(), comments
 
 
 def _reached(kernel_module: str, family: str) -> dict[str, list[ast.stmt]]:
@@ -117,20 +151,13 @@ def _is_module(name: str) -> bool:
         return False
 
 
-def _parse(module: str) -> ast.Module:
+def _source(module: str) -> str:
     found: Optional[importlib.machinery.ModuleSpec] = importlib.util.find_spec(module)
     if found is None or not found.origin:
         raise ModuleNotFoundError(f"cannot find the source of {module!r}")
     with open(found.origin, encoding="utf-8") as fh:
-        return ast.parse(fh.read())
+        return fh.read()
 
 
-def _without_docstrings(stmt: ast.stmt) -> ast.stmt:
-    stmt = copy.deepcopy(stmt)
-    for node in ast.walk(stmt):
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return stmt
+def _parse(module: str) -> ast.Module:
+    return ast.parse(_source(module))
