@@ -16,7 +16,6 @@ Nothing is imported to hash it: modules are found and parsed, never executed.
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import importlib.util
 import io
@@ -30,18 +29,21 @@ def source_hash(kernel_module: str, family: str = FAMILY) -> str:
     """sha256 (16 hex digits) of `kernel_module` and the definitions it reaches in the modules
     whose names start with `family`."""
     digest = hashlib.sha256()
+    sources: dict[str, tuple[list[str], dict[int, int]]] = {}      # read once per hash, never reused
     for module, statements in sorted(_reached(kernel_module, family).items()):
         digest.update(module.rsplit(".", 1)[-1].encode())
+        if module not in sources:
+            sources[module] = _lines_and_comments(module)
         for stmt in statements:
             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
                 continue                                   # a module docstring
-            digest.update(_text(module, stmt).encode())
+            digest.update(_text(sources[module], stmt).encode())
     return digest.hexdigest()[:16]
 
 
-def _text(module: str, stmt: ast.stmt) -> str:
+def _text(source: tuple[list[str], dict[int, int]], stmt: ast.stmt) -> str:
     """The statement's source lines without its docstrings, comments, blank lines, trailing spaces."""
-    lines, comments = _lines_and_comments(module)
+    lines, comments = source
     drop = set()
     for node in ast.walk(stmt):
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
@@ -61,7 +63,6 @@ def _text(module: str, stmt: ast.stmt) -> str:
     return "\n".join(out) + "\n"
 
 
-@functools.lru_cache(maxsize=None)
 def _lines_and_comments(module: str) -> tuple[list[str], dict[int, int]]:
     """The module's source lines, and for each line with a comment the column it starts at."""
     source = _source(module)
