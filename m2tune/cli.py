@@ -276,6 +276,7 @@ def _tune_one(opts, as_json: bool) -> dict:
     """One study with its progress bar; errors the user can act on become one line."""
     from .model.hardware import HardwareProfileError
     from .tuning.options import TuneError
+    from .tuning.storage import StorageError
     from .tuning.space import SpaceError
     from .tuning.tune import Tuner
     backend = opts.backend
@@ -297,7 +298,7 @@ def _tune_one(opts, as_json: bool) -> dict:
         tuner = Tuner(opts, on_progress=show)
         show(tuner.progress)
         return tuner.run()
-    except (TuneError, HardwareProfileError, SpaceError, KeyError) as exc:
+    except (TuneError, HardwareProfileError, SpaceError, StorageError, KeyError) as exc:
         raise click.ClickException(str(exc).strip('"')) from None
     finally:
         if bar is not None:
@@ -313,9 +314,10 @@ def export(storage: str, studies: tuple[str, ...], out: Optional[Path]) -> None:
     """Write the best validated config of each study into profiles/<gpu>/<kernel>.json."""
     from .resources import data_dir
     from .tuning.export import ExportError, export as run_export
+    from .tuning.storage import StorageError
     try:
         paths = run_export(storage, out or data_dir("profiles"), studies=studies or None)
-    except ExportError as exc:
+    except (ExportError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     for path in paths:
         click.echo(f"wrote {path}")
@@ -377,9 +379,10 @@ def report(storage: str, studies: tuple[str, ...], out: Path) -> None:
     time per step against the model's bounds, and failures by category.
     """
     from .report.page import ReportError, write_report
+    from .tuning.storage import StorageError
     try:
         path = write_report(storage, out, studies=studies or None)
-    except ReportError as exc:
+    except (ReportError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {path}")
 

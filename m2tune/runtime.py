@@ -131,7 +131,7 @@ def _usable(path: Path, kernel: str, gpu: str) -> tuple[Optional[Any], Optional[
     """(the parsed file, None) or (None, why it is skipped)."""
     import triton
     try:
-        pf = load(path)
+        pf = load(path, strict=False)
     except ProfileFileError as exc:
         return None, str(exc)
     if pf.kernel != kernel:
@@ -171,11 +171,17 @@ def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool
         path = folder / gpu / f"{kernel}.json"
         if not path.is_file():
             continue
-        pf, why = _usable(path, kernel, gpu)
+        try:
+            pf, why = _usable(path, kernel, gpu)
+        except Exception as exc:          # never an exception: load() is strict, this is the last guard
+            pf, why = None, f"{path}: unusable ({type(exc).__name__}: {exc})"
         if pf is None:
             _warn_once(f"m2tune: skipping {why}")
             skipped.append(why)
             continue
+        for why in pf.rejected:
+            _warn_once(f"m2tune: skipping an entry: {why}")
+            skipped.append(why)
         for entry in pf.entries:
             d = distance(problem, entry.bucket)
             if d is None:

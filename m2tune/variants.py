@@ -9,6 +9,7 @@ Code never branches on kernel names: it asks the spec (its `role`, its rules).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -96,5 +97,17 @@ def for_role(role: str) -> list[str]:
 
 def source_hash(name: str) -> str:
     """The identity of kernel `name`'s code (m2tune/kernel_hash.py): what makes its tuned configs
-    stale. Found and parsed, never imported: no Triton needed."""
-    return kernel_hash.source_hash(_entry(name).kernel)
+    stale. Found and parsed, never imported: no Triton needed. Remembered per process while the
+    files of the kernel's folder are unchanged (size and modification time)."""
+    kernel = _entry(name).kernel
+    found = importlib.util.find_spec(kernel)
+    folder = os.path.dirname(found.origin) if found is not None and found.origin else None
+    stamp = tuple((f, st.st_mtime_ns, st.st_size) for f in sorted(os.listdir(folder)) if f.endswith(".py")
+                  for st in [os.stat(os.path.join(folder, f))]) if folder else None
+    key = (kernel, folder, stamp)
+    if key not in _HASHES:
+        _HASHES[key] = kernel_hash.source_hash(kernel)
+    return _HASHES[key]
+
+
+_HASHES: dict[tuple, str] = {}

@@ -131,7 +131,13 @@ def test_measured_beats_predicted_and_unfit_entries_are_passed_over(tmp_path, mo
     _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [unfit])
     choice = runtime.lookup("m2rnn_fwd", p, gpu="nvidia-h200")
     assert choice.source.startswith(str(SHIPPED))
-    assert any("does not fit" in s for s in choice.skipped)
+    assert any("BLOCK_K=3 not in" in s for s in choice.skipped)           # the entry, not the file
+    runtime.clear_cache()
+    too_big = _entry(p, {"BLOCK_K": 128, "MATMUL": "dot_bf16"})                 # K=64: no 128 blocks
+    _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [too_big])
+    choice = runtime.lookup("m2rnn_fwd", p, gpu="nvidia-h200")
+    assert choice.source.startswith(str(SHIPPED))
+    assert any("does not fit" in s for s in choice.skipped), choice.skipped
 
 
 BROKEN = {
@@ -143,12 +149,13 @@ BROKEN = {
         f'"triton": "{triton.__version__}"', '"triton": "2.0.0"')),
     "stale-source": lambda path: path.write_text(path.read_text().replace(
         variants.source_hash("m2rnn_fwd"), "0123456789abcdef")),
-    "no-entries": lambda path: path.write_text(json.dumps({"schema": 1, "kernel": "m2rnn_fwd"})),
+    "no-entries": lambda path: path.write_text(json.dumps(
+        {k: v for k, v in json.loads(path.read_text()).items() if k != "entries"})),
     "bad-bucket": lambda path: path.write_text(path.read_text().replace('"K": 64', '"K": "sixty-four"')),
 }
 WORDS = {"corrupt": "not readable JSON", "schema": "schema 2", "other-gpu": "tuned for GPU",
          "stale-triton": "stale, tuned with Triton 2.0.0", "stale-source": "stale, tuned for other",
-         "no-entries": "missing 'entries'", "bad-bucket": "must be integers"}
+         "no-entries": "missing 'entries'", "bad-bucket": "'K' should be int, got str"}
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))

@@ -69,11 +69,14 @@ class HardwareProfile:
 
     @classmethod
     def load(cls, path: Path) -> "HardwareProfile":
+        from ..profile_file import ProfileFileError, parse
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = parse(path.read_text(), str(path))
+        except (OSError, UnicodeDecodeError, ProfileFileError) as exc:
             raise HardwareProfileError(f"{path}: cannot read a hardware profile: {exc}") from None
+        if not isinstance(data, dict):
+            raise HardwareProfileError(f"{path}: a hardware profile is a JSON object")
         return cls.from_dict(data, str(path))
 
 

@@ -101,15 +101,6 @@ td:first-child { color: #555; white-space: nowrap; }
 """
 
 
-def _redacted(url: str) -> str:
-    """The storage URL without its password (a PostgreSQL URL may carry one)."""
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:               # not an RDB URL (":memory:"): nothing to hide
-        return url
-
-
 def _study_section(data: StudyData, first: list[bool]) -> str:
     badge = ' <span class="predicted">PREDICTED</span>' if data.predicted else ""
     parts = [f'<section><h2 id="{html.escape(data.name)}">{html.escape(data.name)}{badge}</h2>', "<table>"]
@@ -130,26 +121,23 @@ def _study_section(data: StudyData, first: list[bool]) -> str:
 def _load_studies(storage_url: str, names: Optional[Sequence[str]]) -> list[Any]:
     import optuna
 
-    from ..tuning.storage import open_storage, quiet
-    if storage_url.startswith("sqlite:///"):
-        path = Path(storage_url[len("sqlite:///"):])
-        if not path.is_file():            # SQLite would create an empty database there
-            raise ReportError(f"no study database at {path}")
+    from ..tuning.storage import open_storage, quiet, redacted
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with quiet():
-        storage = open_storage(storage_url)
+        storage = open_storage(storage_url, create=False)
         known = optuna.get_all_study_names(storage=storage)
         missing = [n for n in names or () if n not in known]
         if missing:
-            raise ReportError(f"no study {missing} in {_redacted(storage_url)}; it has {known or 'none'}")
+            raise ReportError(f"no study {missing} in {redacted(storage_url)}; it has {known or 'none'}")
         chosen = list(names) if names else known
         if not chosen:
-            raise ReportError(f"{_redacted(storage_url)} holds no study")
+            raise ReportError(f"{redacted(storage_url)} holds no study")
         return [optuna.load_study(study_name=n, storage=storage) for n in chosen]
 
 
 def write_report(storage_url: str, out_path: str | Path, studies: Optional[Sequence[str]] = None) -> Path:
     """Write the dashboards of `studies` (default: every study in the storage) into one HTML file."""
+    from ..tuning.storage import redacted
     loaded = [load_study_data(s) for s in _load_studies(storage_url, studies)]
     first = [True]
     sections = [_study_section(d, first) for d in loaded]
@@ -157,7 +145,7 @@ def write_report(storage_url: str, out_path: str | Path, studies: Optional[Seque
                     + (" (PREDICTED)" if d.predicted else "") + "</li>" for d in loaded)
     page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>m2tune report</title>"
             f"<style>{_STYLE}</style></head><body>\n<h1>m2tune report</h1>\n"
-            f"<p>{len(loaded)} stud{'y' if len(loaded) == 1 else 'ies'} from <code>{html.escape(_redacted(storage_url))}</code></p>"
+            f"<p>{len(loaded)} stud{'y' if len(loaded) == 1 else 'ies'} from <code>{html.escape(redacted(storage_url))}</code></p>"
             f"<ul>{index}</ul>\n" + "\n".join(sections) + "\n</body></html>\n")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

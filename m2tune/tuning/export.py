@@ -90,12 +90,12 @@ def export(storage_url: str, out: Path, *, studies: Optional[Iterable[str]] = No
     """Write/merge one file per (GPU, kernel); returns the files written."""
     import optuna
 
-    from .storage import open_storage, quiet
+    from .storage import open_storage, quiet, redacted
     with quiet():
-        storage = open_storage(storage_url)
+        storage = open_storage(storage_url, create=False)
         names = list(studies) if studies else [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if not names:
-        raise ExportError(f"no studies in {storage_url}")
+        raise ExportError(f"no studies in {redacted(storage_url)}")
     files: dict[Path, tuple[dict, dict[tuple, dict]]] = {}
     for name in names:
         with quiet():

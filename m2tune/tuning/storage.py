@@ -32,11 +32,55 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def open_storage(url: str = DEFAULT_URL, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
+class StorageError(ValueError):
+    """A storage URL that cannot be opened: the message says which and why, in one line."""
+
+
+def normalise_url(url: str) -> str:
+    """`postgresql://...` with the driver this environment has: SQLAlchemy 2.1 maps a bare
+    postgresql:// to psycopg 3, the test extra installs psycopg2 (either works when named)."""
+    import importlib.util
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+                return "postgresql+psycopg2://" + url[len(bare):]
+            return "postgresql://" + url[len(bare):]
+    return url
+
+
+def sqlite_path(url: str) -> Optional[str]:
+    """The file of a sqlite:/// URL (None for other storages or an in-memory SQLite)."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix):
+            path = url[len(prefix):].split("?", 1)[0]
+            return path if path and path != ":memory:" else None
+    return None
+
+
+def open_storage(url: str = DEFAULT_URL, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S,
+                 create: bool = True) -> Any:
+    """The Optuna storage at `url`; StorageError (one line) when it cannot be opened.
+
+    create=False (read-only commands: export, report): a SQLite file that does not exist is an
+    error, not a new empty database.
+    """
+    import os
+
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     if url in (":memory:", "memory"):
         return optuna.storages.InMemoryStorage()
+    if "://" not in url:
+        raise StorageError(f"--storage {url!r} is not a URL: give sqlite:///PATH (a file) or "
+                           "postgresql://user@host/db")
+    url = normalise_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        if not create and not os.path.isfile(path):
+            raise StorageError(f"no study storage at {path} (sqlite file not found)")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StorageError(f"cannot create {path}: the folder {folder} does not exist")
     engine: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # several GPU threads and processes write one file: wait for the lock instead of failing
@@ -54,7 +98,24 @@ def open_storage(url: str = DEFAULT_URL, *, heartbeat_s: int = HEARTBEAT_S, grac
             if attempt == SCHEMA_ATTEMPTS - 1:
                 raise
             time.sleep(0.5 + random.random())
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StorageError(f"cannot open storage {redacted(url)}: {_first_line(exc)}") from None
     raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def redacted(url: str) -> str:
+    """The storage URL without its password (a PostgreSQL URL may carry one)."""
+    import re
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:               # not an RDB URL (":memory:") or no SQLAlchemy: hide by pattern
+        return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 class Heartbeat:
