@@ -69,15 +69,19 @@ def _load_bwd_step(k_ptr, v_ptr, q_ptr, f_ptr, dy_ptr, scr_ptr, scz_ptr, t, j, b
                    rows_k, cols, col_ok, sc_row, hk, hv, hq, hf, n, N, Nq, Nk, Nv, Nf, K, V,
                    BM: tl.constexpr, BV: tl.constexpr, STORE_Z: tl.constexpr):
     # inputs and dy of step t (token bos + t), state before it and z from scratch slot j (j >= 0)
-    ok = row_ok & (t < seqlen) & (j >= 0)
+    # j >= 0 compared per row, not as a scalar broadcast into the mask: Triton 3.9's interpreter
+    # gives a broadcast scalar comparison int32 data (ValueError: mask has unsupported dtype)
+    in_chunk = (j + tl.zeros([BM], tl.int32)) >= 0                            # [BM]
+    ok = row_ok & (t < seqlen) & in_chunk
     kt, vt, qt, ft = load_step(k_ptr, v_ptr, q_ptr, f_ptr, bos + t, ok, rows_k, cols, col_ok,
                                hk, hv, hq, hf, Nq, Nk, Nv, Nf, K, V)
     dyt = tl.load(dy_ptr + ((bos + t) * N + n)[:, None] * V + cols[None, :],
                   mask=ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
     sc = sc_row[:, None] + (j * (BM * BV) + cols)[None, :]
-    hp = tl.load(scr_ptr + sc, mask=(sc_row >= 0)[:, None] & (j >= 0), other=0.0)
+    in_scratch = ((sc_row >= 0) & in_chunk)[:, None]
+    hp = tl.load(scr_ptr + sc, mask=in_scratch, other=0.0)
     if STORE_Z:
-        zt = tl.load(scz_ptr + sc, mask=(sc_row >= 0)[:, None] & (j >= 0), other=0.0)
+        zt = tl.load(scz_ptr + sc, mask=in_scratch, other=0.0)
     else:
         zt = hp
     return kt, vt, qt, ft, dyt, hp, zt
