@@ -24,13 +24,14 @@ def test_shapes_lists_paper_shapes():
 def test_bench_validates_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["bench", "--shape", "tiny", "--grid", "cpu", "--configs", "2",
-                                       "--lengths", "4,16", "--out", str(out)])
+                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert len(data["rows"]) == 2 and all(r["status"] == "ok" for r in data["rows"])
     assert data["best"]["max_error"] < 1e-5
     assert data["environment"]["torch"] and data["problem"]["K"] == 32
-    assert "validated" in result.output
+    assert "validated" in result.output and "validation plan v2" in result.output
+    assert {"chunks", "h0", "packed"} <= set(data["rows"][0]["validated"]["paths"])
 
 
 def test_predict_names_the_binding_term_for_a_target_gpu():

@@ -97,7 +97,7 @@ def resolve_target(target: str | None, folders: list[Path]) -> HardwareProfile:
         from ..gpu import gpu_info
         info = gpu_info()
         if info is None:
-            raise HardwareProfileError("no GPU here: name the GPU to model with a target slug "
+            raise HardwareProfileError("no GPU here: name the GPU to model with --gpu "
                                        "(e.g. nvidia-h200)")
         target = info.slug
     return find(target, folders)

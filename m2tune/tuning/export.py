@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from .. import status, variants
+from ..coverage import PLAN_VERSION
 from ..problem import KernelConfig
 from ..profile_file import ProfileFileError, bucket_of, dumps, load
 
@@ -60,6 +61,7 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
         "spread": status.spread_of(attrs_of), "default_ms": confirm.get("default_ms"),
         "trials": len(scored), "study": study.study_name,
         "resources": attrs_of.get("resources"),
+        "validated": _validated(attrs_of),
     }
     kernel = identity["variant"]
     spec = variants.spec(kernel)
@@ -69,7 +71,8 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
         if safe:
             entry["training"] = {"config": safe[0].user_attrs["config"], "time_ms": safe[0].value,
                                  "spread": status.spread_of(safe[0].user_attrs), "trial": safe[0].number,
-                                 "resources": safe[0].user_attrs.get("resources")}
+                                 "resources": safe[0].user_attrs.get("resources"),
+                                 "validated": _validated(safe[0].user_attrs)}
     env = attrs.get("environment", {})
     entry["versions"] = {k: env.get(k) for k in ("triton", "torch", "m2tune")}
     if not measured:
@@ -80,6 +83,17 @@ def study_entry(study) -> tuple[dict[str, Any], dict[str, Any]]:
               "versions": {k: env.get(k) for k in ("triton", "torch", "m2tune")},
               "variant_hash": attrs["variant_hash"]}
     return header, entry
+
+
+def _validated(attrs: dict) -> Optional[dict]:
+    """The trial's validation-plan record, without the validator's notes (kept in the study)."""
+    record = attrs.get("validated")
+    if not isinstance(record, dict):
+        return None
+    keep = {k: v for k, v in record.items() if k != "notes"}
+    if attrs.get("validated_as"):
+        keep["as"] = attrs["validated_as"]
+    return keep
 
 
 def study_config(kernel: str, trial) -> KernelConfig:
@@ -93,7 +107,12 @@ def export(storage_url: str, out: Path, *, studies: Optional[Iterable[str]] = No
     from .storage import open_storage, quiet, redacted
     with quiet():
         storage = open_storage(storage_url, create=False)
-        names = list(studies) if studies else [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        known = optuna.get_all_study_names(storage=storage)
+    missing = [n for n in studies or () if n not in known]
+    if missing:
+        raise ExportError(f"no study {', '.join(map(repr, missing))} in {redacted(storage_url)}; "
+                          f"it has {', '.join(map(repr, known)) or 'none'}")
+    names = list(studies) if studies else known
     if not names:
         raise ExportError(f"no studies in {redacted(storage_url)}")
     files: dict[Path, tuple[dict, dict[tuple, dict]]] = {}
@@ -116,7 +135,13 @@ def export(storage_url: str, out: Path, *, studies: Optional[Iterable[str]] = No
                               f"template {header['variant_hash']}, the file's entries with Triton "
                               f"{have_header['versions']['triton']} / {have_header['variant_hash']}; "
                               "export it to another folder or re-tune")
+        if (entry.get("validated") or {}).get("plan", 0) < PLAN_VERSION:
+            print(f"m2tune export: {name}: its winner was validated before plan v{PLAN_VERSION} (h0, clipping, "
+                  "packed sequences, chunks); the runtime uses it only for the calls its validation covered. "
+                  "`m2tune check --revalidate` proves it on the current plan")
         entries[tuple(sorted(entry["bucket"].items()))] = entry
+    if not files:
+        raise ExportError(f"nothing to export from {redacted(storage_url)}: no study has a validated trial")
     for path, (header, entries) in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dumps(header["kernel"], header["gpu"], header["versions"], header["variant_hash"],

@@ -35,14 +35,14 @@ def _grid(seed: int, grid: Mapping[str, list[Any]]) -> Any:
 
 def _cmaes(seed: int, grid: Mapping[str, list[Any]]) -> Any:
     import optuna
-    _require("cmaes", "cmaes")
+    _require(NEEDS["cmaes"], "cmaes")
     # CMA-ES handles the numeric parameters; categorical ones fall back to random sampling
     return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
 def _gp(seed: int, grid: Mapping[str, list[Any]]) -> Any:
     import optuna
-    _require("scipy", "gp")
+    _require(NEEDS["gp"], "gp")
     return optuna.samplers.GPSampler(seed=seed)
 
 
@@ -54,6 +54,16 @@ def _require(module: str, sampler: str) -> None:
 
 class SamplerError(ValueError):
     pass
+
+
+# what each sampler needs beyond optuna (module to import)
+NEEDS = {"cmaes": "cmaes", "gp": "scipy"}
+
+
+def available() -> tuple[str, ...]:
+    """The samplers this environment can make: the command line offers only these."""
+    import importlib.util
+    return tuple(n for n in NAMES if n not in NEEDS or importlib.util.find_spec(NEEDS[n]) is not None)
 
 
 _REGISTRY: dict[str, Callable[[int, Mapping[str, list[Any]]], Any]] = {

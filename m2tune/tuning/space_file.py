@@ -49,6 +49,10 @@ def variant_params(name: str) -> tuple[dict[str, tuple[Any, ...]], dict[str, Any
     return {k: tuple(v) for k, v in spec.PARAMS.items()}, spec.DEFAULT.as_dict()
 
 
+class SpaceFileMissing(FileNotFoundError):
+    """No search-space file at the path or bundled name given (the CLI reports it in one line)."""
+
+
 def load_space(name_or_path: str | Path, *,
                variant_params: Mapping[str, Sequence[Any]] | None = None) -> SearchSpace:
     """Read and check a search-space file.
@@ -58,7 +62,7 @@ def load_space(name_or_path: str | Path, *,
     """
     path = space_path(name_or_path)
     if not path.is_file():
-        raise FileNotFoundError(f"no search space at {path} (bundled: {', '.join(bundled())})")
+        raise SpaceFileMissing(f"no search space at {path} (bundled: {', '.join(bundled())})")
     return _Reader(str(path), variant_params).read(path.read_text())
 
 

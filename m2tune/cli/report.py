@@ -1,0 +1,29 @@
+"""`m2tune report`: dashboards of tuning studies in one self-contained HTML file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .group import CliError, main
+from .options import storage_option
+
+
+@main.command()
+@storage_option()
+@click.option("--study", "studies", multiple=True, help="Study to show (repeatable) [default: all].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True, help="HTML file to write.")
+def report(storage: str, studies: tuple[str, ...], out: Path) -> None:
+    """Dashboards of tuning studies in one self-contained HTML file (no GPU needed).
+
+    Per study: trial history, time by parameter value, model vs measurement, the best configs'
+    time per step against the model's bounds, and failures by category.
+    """
+    from ..report.page import ReportError, write_report
+    from ..tuning.storage import StorageError
+    try:
+        path = write_report(storage, out, studies=studies or None)
+    except (ReportError, StorageError) as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"wrote {path}")
