@@ -24,7 +24,7 @@ import time
 import torch
 
 from bench.h200_training import measure_training
-from m2tune import runtime, variants
+from m2tune import runtime
 from m2tune.gpu import environment
 from m2tune.measure.launch import prepare
 from m2tune.measure.precompile import compile_problem, precompile

@@ -37,7 +37,9 @@ import torch  # noqa: E402
 
 LAYOUTS = {   # kernel -> (module path, kernel function name, launcher name)
     "new": {"m2rnn_fwd": ("m2tune.kernel_variants.m2rnn.fwd", "m2rnn_fwd_kernel", "launch"),
-            "m2rnn_bwd": ("m2tune.kernel_variants.m2rnn.bwd", "m2rnn_bwd_kernel", "launch_backward")},
+            "m2rnn_bwd": ("m2tune.kernel_variants.m2rnn.bwd", "m2rnn_bwd_kernel", "launch_backward"),
+            "m2rnn_bwd_lean": ("m2tune.kernel_variants.m2rnn.bwd_lean", "m2rnn_bwd_lean_kernel",
+                               "launch_backward")},
     "old": {"m2rnn_fwd": ("kernel_variants.m2rnn_fwd", "m2rnn_fwd_kernel", "launch"),
             "m2rnn_bwd": ("kernel_variants.m2rnn_bwd", "m2rnn_bwd_kernel", "launch_backward")},
 }
@@ -140,7 +142,9 @@ def fingerprints(layout: str, profiles: Path) -> dict:
         recorders[kernel] = Recorder(getattr(modules[kernel], fn))
         setattr(modules[kernel], fn, recorders[kernel])
     out = {}
-    for kernel in ("m2rnn_fwd", "m2rnn_bwd"):
+    for kernel in LAYOUTS[layout]:
+        if not (profiles / f"{kernel}.json").is_file():
+            continue
         doc = json.loads((profiles / f"{kernel}.json").read_text())
         for entry in doc["entries"]:
             configs = [("tuned", entry["config"])]
@@ -155,7 +159,7 @@ def fingerprints(layout: str, profiles: Path) -> dict:
                 h_T = torch.empty(problem.B, problem.N, problem.K, problem.V)
                 rec = recorders[kernel]
                 rec.calls.clear()
-                if kernel == "m2rnn_fwd":
+                if LAYOUTS[layout][kernel][2] == "launch":
                     modules[kernel].launch(problem, config, x, y, h_T, ckpt_every=64)
                 else:
                     ck = config["CKPT"]
@@ -193,8 +197,10 @@ def main() -> None:
         if differ:
             sys.exit(f"not re-stamped: {len(differ)} launches differ from {a.restamp}: {differ[:5]}")
         from m2tune import variants
-        for kernel in ("m2rnn_fwd", "m2rnn_bwd"):
+        for kernel in LAYOUTS[a.layout]:
             path = a.profiles / f"{kernel}.json"
+            if not path.is_file():
+                continue
             doc = json.loads(path.read_text())
             doc["variant_hash"] = variants.source_hash(kernel)
             path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

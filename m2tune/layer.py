@@ -126,7 +126,7 @@ class M2RNN(nn.Module):
         problem = self.problem(batch, seqlen, dtype, with_state=with_state)
         gpu = gpu or current_gpu()
         return choices_for(problem, self.kernel_config, gpu=gpu, interpreter=gpu is None and interpreting(),
-                           training=training)
+                           training=training, clipping=self.gradient_clipping is not None)
 
     # ------------------------------------------------------------------ checks
     def _check(self, x, state, cu_seqlens) -> int:

@@ -34,20 +34,23 @@ def _kernels_available(device: torch.device) -> bool:
 
 
 def choices_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = None,
-                interpreter: Optional[bool] = None, training: bool = True) -> dict[str, runtime.Choice]:
+                interpreter: Optional[bool] = None, training: bool = True,
+                clipping: bool = False) -> dict[str, runtime.Choice]:
     """{"forward": Choice, "backward": Choice}: what the op runs `problem` with on GPU `gpu`.
 
     A config given by the caller (a KernelConfig, or parameters over the default of the role's first
     kernel) is checked and used; otherwise the runtime picks among tuned profiles (runtime.choose).
     training: gradients will be taken, so the forward must write fp32-accurate checkpoints (the
     forward spec's training_reason); without it the fastest validated forward is used.
+    clipping: the backward clamps state gradients (a tuned entry must have been validated so).
     """
     interp = variants.interpreting() if interpreter is None else interpreter
     out = {}
     for role in ROLES:
         given = (config or {}).get(role)
         if given is None:
-            out[role] = runtime.choose(role, problem, gpu=gpu, interpreter=interp, training=training)
+            out[role] = runtime.choose(role, problem, gpu=gpu, interpreter=interp, training=training,
+                                       clipping=clipping)
             continue
         if isinstance(given, KernelConfig):
             spec = variants.spec(given.variant)
@@ -63,9 +66,10 @@ def choices_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = No
 
 
 def configs_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = None,
-                interpreter: Optional[bool] = None, training: bool = True) -> tuple[KernelConfig, KernelConfig]:
+                interpreter: Optional[bool] = None, training: bool = True,
+                clipping: bool = False) -> tuple[KernelConfig, KernelConfig]:
     """(forward, backward) configs of choices_for."""
-    c = choices_for(problem, config, gpu=gpu, interpreter=interpreter, training=training)
+    c = choices_for(problem, config, gpu=gpu, interpreter=interpreter, training=training, clipping=clipping)
     return c["forward"].config, c["backward"].config
 
 
@@ -228,7 +232,7 @@ def _plan(problem: Problem, device_type: str, config: Any, clip: float, training
     if not kernels:
         return False, "", 0, problem.B, 0
     gpu = current_gpu() if device_type == "cuda" else None
-    fwd_config, bwd_config = configs_for(problem, config, gpu=gpu, training=training)
+    fwd_config, bwd_config = configs_for(problem, config, gpu=gpu, training=training, clipping=clip > 0)
     ckpt_every = bwd_config["CKPT"]
     return (True, _plan_json(fwd_config, bwd_config, clip, training), ckpt_every, problem.B,
             -(-problem.S // ckpt_every))

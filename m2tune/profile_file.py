@@ -10,7 +10,9 @@
                   "study": "m2rnn_fwd/paper-7b/nvidia-h200/gpu",
                   "resources": {"n_regs": 78, "shared": 1024, ...}}, ...]}
 
-`measured: false` marks configs scored by the performance model only. A forward entry whose config
+`measured: false` marks configs scored by the performance model only. `validated` records the
+validation plan an entry (and its training config) passed: {"plan": 2, "where": "gpu" or
+"interpreter", "paths": ["chunks", "h0", "clip", "packed"], ...} (m2tune/coverage.py, measure/plan.py). A forward entry whose config
 rounds the state (dot_bf16, dot_tf32) may also hold `"training": {"config": ..., "time_ms": ...}`: the
 same study's fastest config that keeps the checkpointed state accurate, used when gradients are
 taken. Entries are sorted by bucket, keys sorted, two-space indents: re-exporting the same studies gives the same bytes, and a
@@ -158,9 +160,29 @@ def _number(raw: Mapping[str, Any], key: str, at: str) -> float:
     return float(value)
 
 
+def _validated(raw: Mapping[str, Any], at: str) -> None:
+    """The `validated` record (measure/plan.py Plan.record), when there is one: what the runtime
+    reads of it (plan version, paths covered, a failure) has the right types."""
+    from .coverage import PATHS
+    record = raw.get("validated")
+    if record is None:
+        return
+    if not isinstance(record, dict):
+        raise ProfileFileError(f"{at}: validated should be an object, got {type(record).__name__}")
+    plan = _need(record, "plan", int, f"{at}: validated")
+    paths = _need(record, "paths", list, f"{at}: validated")
+    unknown = [p for p in paths if p not in PATHS]
+    if plan < 1 or unknown:
+        raise ProfileFileError(f"{at}: validated plan={plan} paths {paths}: expected a positive plan "
+                               f"and paths among {list(PATHS)}")
+    if "failed" in record and not isinstance(record["failed"], str):
+        raise ProfileFileError(f"{at}: validated.failed should be the reason, a string")
+
+
 def _entry_configs(raw: Mapping[str, Any], kernel: str, at: str) -> dict[str, Any]:
     """The entry's config, and its training config and time when it has them, checked."""
     config = _config(_need(raw, "config", dict, at), kernel, f"{at}: config")
+    _validated(raw, at)
     training = raw.get("training")
     if training is not None:
         if not isinstance(training, dict):
@@ -168,6 +190,7 @@ def _entry_configs(raw: Mapping[str, Any], kernel: str, at: str) -> dict[str, An
         _config(_need(training, "config", dict, f"{at}: training"), kernel, f"{at}: training config")
         if "time_ms" in training:
             _number(training, "time_ms", f"{at}: training")
+        _validated(training, f"{at}: training")
     return config
 
 

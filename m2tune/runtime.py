@@ -7,12 +7,15 @@ Search order, first usable file wins per folder order:
 In each folder the file is `<gpu-slug>/<kernel>.json` (m2tune/profile_file.py).
 
 A file is skipped, with one warning per file and process, when it is unreadable or malformed, of
-another schema, for another GPU, or stale: tuned with another Triton version or for other kernel
-code (variant hash). Never an exception: a training job must start.
+another schema, for another GPU, or stale: tuned for other kernel code (variant hash). A file tuned
+with another Triton version is used, with one notice per file and process (the source is the same;
+`m2tune check` warns, `--strict` fails). Never an exception: a training job must start.
 
 Within the usable files an entry is chosen by, in order: exact bucket before nearest; measured
 before predicted; then the smallest distance (DISTANCE below). A chosen config must pass the
-kernel's check() for the actual problem; if none does, the default: the first of the kernel's
+kernel's check() for the actual problem, and its validation must have covered every path the call
+takes (h0, packed sequences, clipping, several chunks: m2tune/coverage.py); if none does, the
+default: the first of the kernel's
 default ladder (its spec: the hand-picked GPU start, fp32-accurate tf32x3 products measured on the
 H200, then the kernel's own default) that fits the problem.
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from . import variants
+from . import coverage, variants
 from .gpu import canonical_gpu
 from .problem import KernelConfig, Problem
 from .profile_file import Entry, ProfileFileError, bucket_of, load
@@ -127,6 +130,11 @@ def default_choice(kernel: str, problem: Problem, *, gpu: Optional[str], interpr
     raise ValueError(f"m2rnn: no default {kernel} config fits {problem.describe()}: {'; '.join(dict.fromkeys(reasons))}")
 
 
+def triton_notice(tuned: object, running: str) -> str:
+    return (f"tuned with Triton {tuned}, running {running}: used as tuned; `m2tune tune` on this "
+            "Triton (it resumes the study) re-confirms the times")
+
+
 def _usable(path: Path, kernel: str, gpu: str) -> tuple[Optional[Any], Optional[str]]:
     """(the parsed file, None) or (None, why it is skipped)."""
     import triton
@@ -139,32 +147,35 @@ def _usable(path: Path, kernel: str, gpu: str) -> tuple[Optional[Any], Optional[
     if canonical_gpu(str(pf.gpu.get("slug") or pf.gpu.get("name", ""))) != gpu:
         return None, f"{path}: tuned for GPU {pf.gpu.get('name')!r}, this is {gpu!r}"
     if pf.versions.get("triton") != triton.__version__:
-        return None, (f"{path}: stale, tuned with Triton {pf.versions.get('triton')}, "
-                      f"this is Triton {triton.__version__}")
+        # the kernel source is the same (hash below), the compiler is not: use it, and say so once
+        _warn_once(f"m2tune: {path}: {triton_notice(pf.versions.get('triton'), triton.__version__)}")
     if pf.variant_hash != variants.source_hash(kernel):
         return None, f"{path}: stale, tuned for other {kernel} source (variant hash {pf.variant_hash})"
     return pf, None
 
 
 def lookup(kernel: str, problem: Problem, *, gpu: Optional[str] = None, interpreter: bool = False,
-           training: bool = False, warn_untuned: bool = True) -> Choice:
+           training: bool = False, clipping: bool = False, warn_untuned: bool = True) -> Choice:
     """The config for `kernel` on `problem` on GPU `gpu` (a name or slug; None: no GPU, default).
 
     training: gradients will be taken, so entries the kernel's spec refuses for training (a forward
     whose products round the state its checkpoints hold) are passed over, each with the reason in
-    Choice.skipped, unless the entry carries a `training` config.
+    Choice.skipped, unless the entry carries a `training` config. clipping: the backward clamps
+    state gradients (gradient_clipping). Entries whose validation did not cover a path the call
+    takes are passed over the same way.
     """
     return _lookup(kernel, problem, canonical_gpu(gpu) if gpu else None, interpreter, training,
-                   search_folders(), warn_untuned)
+                   search_folders(), warn_untuned, clipping)
 
 
 @functools.lru_cache(maxsize=256)
 def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool, training: bool,
-            folders: tuple[Path, ...], warn_untuned: bool = True) -> Choice:
+            folders: tuple[Path, ...], warn_untuned: bool = True, clipping: bool = False) -> Choice:
     if gpu is None or interpreter:
         return default_choice(kernel, problem, gpu=gpu, interpreter=interpreter,
                               why="no GPU (Triton interpreter)" if interpreter else "no GPU")
     spec = variants.spec(kernel)
+    need = coverage.needed(spec.role, problem, training=training, clipping=clipping)
     skipped: list[str] = []
     ranked: list[tuple[tuple, Entry, str]] = []
     for order, folder in enumerate(folders):
@@ -196,14 +207,23 @@ def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool
             continue
         why = spec.training_reason(config) if training else None
         role = ""
+        record = entry.raw
         training_params = (entry.raw.get("training") or {}).get("config") if why else None
         if isinstance(training_params, dict):
             # the same study's fastest config whose checkpoints are accurate (m2tune export)
             config = spec.config(training_params)
             why = spec.check(problem, config) or spec.training_reason(config)
-            role = ", training entry"
+            role, record = ", training entry", entry.raw["training"]
+        failed = coverage.failure(record.get("validated"))
+        if not why and failed:
+            why = f"its validation failed ({failed[:120]})"
+        if not why:
+            gaps = coverage.missing(record.get("validated"), role=spec.role, measured=entry.measured, need=need)
+            if gaps:
+                why = (f"its validation did not cover {', '.join(gaps)}, which this call takes "
+                       "(m2tune check --revalidate)")
         if why:
-            skipped.append(f"{path}: bucket {entry.name or entry.bucket}: {why}")
+            skipped.append(f"{path}: bucket {entry.name or entry.bucket}{role}: {why}")
             continue
         d = distance(problem, entry.bucket)
         exact = d == 0 and entry.bucket == bucket_of(problem)
@@ -219,7 +239,7 @@ def _lookup(kernel: str, problem: Problem, gpu: Optional[str], interpreter: bool
 
 
 def choose(role: str, problem: Problem, *, gpu: Optional[str] = None, interpreter: bool = False,
-           training: bool = False) -> Choice:
+           training: bool = False, clipping: bool = False) -> Choice:
     """What the op runs for `role` ("forward" or "backward"): lookup() of every kernel serving the
     role (variants.for_role), the best tuned one (exact bucket first, then measured, nearer, and the
     faster tuned time), else the first kernel's default."""
@@ -229,7 +249,7 @@ def choose(role: str, problem: Problem, *, gpu: Optional[str] = None, interprete
     for i, kernel in enumerate(variants.for_role(role)):
         try:
             choices.append(lookup(kernel, problem, gpu=gpu, interpreter=interpreter, training=training,
-                                  warn_untuned=i == 0))
+                                  clipping=clipping, warn_untuned=i == 0))
         except ValueError as exc:
             failures.append(exc)
     if not choices:

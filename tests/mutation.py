@@ -54,3 +54,27 @@ def mutate(module: ModuleType, old: str, new: str, workdir: Path) -> ModuleType:
     path = workdir / f"{name}.py"
     path.write_text(source)
     return _load(path, name)
+
+
+def mutant_variant(kernel: str, old: str, new: str, workdir: Path) -> tuple[str, str, str]:
+    """The kernel `kernel` with one planted fault as a variant of its own, for the tuner's path:
+    (name, spec "module:ATTR", kernel module), to register through TrialRequest.extra_variants.
+
+    Its kernel module and a spec module (the kernel's spec class under the new name, priced by the
+    model as the original) are written into `workdir`, which must be on sys.path of the process
+    that runs the trial (a worker child inherits the parent's sys.path).
+    """
+    from m2tune import variants
+    module = mutate(variants.load(kernel), old, new, workdir)
+    spec_cls = type(variants.spec(kernel))
+    name = f"{kernel}__{module.__name__}"
+    spec_module = f"{module.__name__}_spec"
+    (workdir / f"{spec_module}.py").write_text(
+        f"from m2tune.problem import KernelConfig\n"
+        f"from {spec_cls.__module__} import {spec_cls.__name__}\n\n\n"
+        f"class Mutant({spec_cls.__name__}):\n"
+        f"    name = {name!r}\n\n"
+        f"    def model_config(self, config):\n"
+        f"        return KernelConfig.of({kernel!r}, config.as_dict())\n\n\n"
+        f"SPEC = Mutant()\n")
+    return name, f"{spec_module}:SPEC", module.__name__

@@ -21,7 +21,7 @@ GROUPS = [
     ("core", ("m2tune", "m2tune.problem", "m2tune.inputs", "m2tune.status", "m2tune.resources",
               "m2tune.gpu", "m2tune.kernel_hash")),
     ("kernels", ("m2tune.kernel_variants",)),
-    ("runtime", ("m2tune.variants", "m2tune.profile_file", "m2tune.runtime", "m2tune.compile_ahead",
+    ("runtime", ("m2tune.variants", "m2tune.coverage", "m2tune.profile_file", "m2tune.runtime", "m2tune.compile_ahead",
                  "m2tune.ops", "m2tune.layer")),
     ("measure", ("m2tune.measure",)),
     ("model", ("m2tune.model",)),

@@ -145,8 +145,6 @@ BROKEN = {
     "schema": lambda path: path.write_text(path.read_text().replace('"schema": 1', '"schema": 2')),
     "other-gpu": lambda path: path.write_text(path.read_text().replace('"slug": "nvidia-h200"',
                                                                       '"slug": "nvidia-a100"')),
-    "stale-triton": lambda path: path.write_text(path.read_text().replace(
-        f'"triton": "{triton.__version__}"', '"triton": "2.0.0"')),
     "stale-source": lambda path: path.write_text(path.read_text().replace(
         variants.source_hash("m2rnn_fwd"), "0123456789abcdef")),
     "no-entries": lambda path: path.write_text(json.dumps(
@@ -154,7 +152,7 @@ BROKEN = {
     "bad-bucket": lambda path: path.write_text(path.read_text().replace('"K": 64', '"K": "sixty-four"')),
 }
 WORDS = {"corrupt": "not readable JSON", "schema": "schema 2", "other-gpu": "tuned for GPU",
-         "stale-triton": "stale, tuned with Triton 2.0.0", "stale-source": "stale, tuned for other",
+         "stale-source": "stale, tuned for other",
          "no-entries": "missing 'entries'", "bad-bucket": "'K' should be int, got str"}
 
 
@@ -248,9 +246,47 @@ def test_cli_show_and_check(tmp_path):
     ok = runner.invoke(cli.main, ["check", str(ROOT / "profiles")])
     assert ok.exit_code == 0 and "FAIL" not in ok.output, ok.output
     path = _write(tmp_path, "nvidia-h200", "m2rnn_fwd", [_entry(shape("paper-7b"), {"BLOCK_K": 16})])
-    BROKEN["stale-triton"](path)
+    BROKEN["stale-source"](path)
     bad = runner.invoke(cli.main, ["check", str(tmp_path)])
     assert bad.exit_code == 1 and "FAIL" in bad.output and "stale" in bad.output
+
+
+def _other_triton(path: Path) -> None:
+    path.write_text(path.read_text().replace(f'"triton": "{triton.__version__}"', '"triton": "3.0.0"'))
+
+
+def test_a_profile_tuned_with_another_triton_is_used_with_one_notice(tmp_path, monkeypatch, caplog):
+    """The compatibility key is the kernel source and the schema: a Triton upgrade keeps the tuning."""
+    caplog.set_level(logging.WARNING, logger="m2tune.runtime")
+    p = shape("paper-7b")
+    path = _write(tmp_path, "nvidia-h200", "m2rnn_fwd",
+                  [_entry(p, {"BLOCK_K": 32, "MATMUL": "dot_tf32x3", "num_warps": 2})])
+    _other_triton(path)
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    for S in (4096, 2048):
+        choice = runtime.lookup("m2rnn_fwd", p.with_length(S), gpu="NVIDIA H200 NVL")   # a name, not a slug
+        assert choice.source == str(path) and choice.config["num_warps"] == 2
+    notices = [r.message for r in caplog.records if str(path) in r.message]
+    assert len(notices) == 1 and "tuned with Triton 3.0.0, running" in notices[0]
+    runner = CliRunner()
+    warned = runner.invoke(cli.main, ["check", str(tmp_path)])
+    assert warned.exit_code == 0 and "WARN" in warned.output and "tuned with Triton 3.0.0" in warned.output
+    strict = runner.invoke(cli.main, ["check", str(tmp_path), "--strict"])
+    assert strict.exit_code == 1
+
+
+def test_the_op_uses_entries_tuned_with_another_triton(tmp_path, monkeypatch):
+    from m2tune import ops
+    for kernel in ("m2rnn_fwd", "m2rnn_bwd", "m2rnn_bwd_lean"):
+        folder = tmp_path / "nvidia-h200"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{kernel}.json").write_text((SHIPPED / f"{kernel}.json").read_text())
+        _other_triton(folder / f"{kernel}.json")
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    monkeypatch.setattr(variants, "interpreting", lambda: False)       # as on the GPU machine
+    choices = ops.choices_for(shape("paper-7b"), gpu="NVIDIA H200", interpreter=False, training=True)
+    for role, choice in choices.items():
+        assert choice.source.startswith(str(tmp_path)) and choice.exact, (role, choice.describe(), choice.skipped)
 
 
 def test_import_is_fast_and_pulls_in_no_tuning_libraries():
@@ -341,3 +377,50 @@ def test_export_takes_a_confirm_winner_without_a_trial_of_its_own(tmp_path):
     entry = json.loads(written.read_text())["entries"][0]
     assert entry["config"] == winner and entry["time_ms"] == 1.25 and entry["default_ms"] == 9.0
     assert entry["resources"] is None and entry["spread"] is None
+
+
+# ---- what an entry's validation covered decides which calls may use it (m2tune/coverage.py)
+
+def _backward_entry(problem, validated=None, **kw):
+    entry = _entry(problem, {"BLOCK_K": 16, "CKPT": 16, "MATMUL": "dot_tf32x3", "num_warps": 2}, **kw)
+    if validated is not None:
+        entry["validated"] = validated
+    return entry
+
+
+@pytest.mark.parametrize("validated, h0, clipping, used", [
+    ({"plan": 2, "where": "gpu", "paths": ["chunks", "h0", "clip", "packed"]}, True, True, True),
+    ({"plan": 2, "where": "gpu", "paths": ["chunks", "packed"]}, False, False, True),
+    ({"plan": 2, "where": "gpu", "paths": ["chunks", "packed"]}, True, False, False),      # h0 unproven
+    ({"plan": 2, "where": "gpu", "paths": ["chunks", "h0"]}, False, True, False),          # clip unproven
+    ({"plan": 2, "where": "gpu", "paths": [], "failed": "wrong-result: dq"}, False, False, False),
+    (None, False, False, True),                  # before the plan: a GPU backward ran several chunks
+    (None, True, False, False),                  # ... but never h0
+], ids=["all", "plain-call", "h0-missing", "clip-missing", "failed", "legacy-plain", "legacy-h0"])
+def test_an_entry_is_used_only_for_calls_its_validation_covered(tmp_path, monkeypatch, validated, h0,
+                                                                  clipping, used):
+    p = replace_h0(shape("paper-7b"), h0)
+    _write(tmp_path, "nvidia-h200", "m2rnn_bwd", [_backward_entry(p, validated)])
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    choice = runtime.lookup("m2rnn_bwd", p, gpu="nvidia-h200", training=True, clipping=clipping)
+    mine = choice.source.startswith(str(tmp_path))
+    assert mine == used, (choice.describe(), choice.skipped)
+    if not used:
+        reason = "its validation failed" if validated and "failed" in validated else "did not cover"
+        assert any(reason in s for s in choice.skipped), choice.skipped
+
+
+def replace_h0(problem, h0):
+    from dataclasses import replace
+    return replace(problem, h0=h0)
+
+
+def test_a_predicted_entry_from_before_the_plan_is_not_used_for_training(tmp_path, monkeypatch):
+    p = shape("paper-7b")
+    fwd = _entry(p, {"BLOCK_K": 32, "MATMUL": "dot_tf32x3", "TANH": "approx"}, measured=False)
+    _write(tmp_path, "nvidia-a100", "m2rnn_fwd", [fwd])
+    monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path))
+    assert runtime.lookup("m2rnn_fwd", p, gpu="nvidia-a100").tuned                 # inference: nothing to cover
+    runtime.clear_cache()
+    choice = runtime.lookup("m2rnn_fwd", p, gpu="nvidia-a100", training=True)      # checkpoints: unproven
+    assert not choice.tuned and any("chunks" in s for s in choice.skipped)

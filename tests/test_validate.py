@@ -59,7 +59,30 @@ def test_two_lengths_short_and_four_times():
 
 
 def test_bf16_limit_is_capped_when_the_reference_itself_is_wrong():
-    from m2tune.measure.validate import TOLERANCES
-    tol = TOLERANCES["bfloat16"]
-    assert tol.limit(1e-2) == pytest.approx(2.2e-2)
+    from m2tune.measure.tolerance import ROUNDED, TOLERANCES
+    tol = TOLERANCES[("bfloat16", ROUNDED)]
+    assert tol.limit(1e-2) == pytest.approx(tol.factor * 1e-2 + tol.floor)
     assert tol.limit(0.8) == tol.cap   # an O(1)-wrong reference gradient must not admit O(1) errors
+
+
+def test_fp32_outputs_of_a_bf16_problem_have_their_own_floor():
+    """h_T, checkpoints and dh0 are fp32: their baseline is fp32-exact, so a bf16 store of them
+    (3e-3 off) must not hide under the bf16 outputs' floor."""
+    from m2tune.measure.tolerance import EXACT, TOLERANCES
+    tol = TOLERANCES[("bfloat16", EXACT)]
+    assert tol.limit(1e-7, fp32_output=True) < 1e-3 < 3e-3
+    assert tol.limit(1.7e-3) > 1.7e-3 * tol.factor
+
+
+def test_interpreter_bf16_outputs_are_judged_as_the_interpreter_rounds(monkeypatch):
+    from m2tune.measure.validate import rounded_like
+    x = torch.randn(4096, dtype=torch.float64)
+    out = torch.empty(4096, dtype=torch.bfloat16)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    truncated = rounded_like(x, out)
+    assert bool((truncated.double().abs() <= x.abs()).all())          # toward zero
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    nearest = rounded_like(x, out)
+    assert torch.equal(nearest, x.to(torch.bfloat16))
+    e = lambda r: ((r.double() - x).norm() / x.norm()).item()      # noqa: E731
+    assert 1.7 < e(truncated) / e(nearest) < 2.3

@@ -26,6 +26,16 @@ def tanh(x, APPROX: tl.constexpr):
 
 
 @triton.jit
+def bf16_rne(a):
+    """fp32 rounded to the nearest bf16 value (ties to even), kept in fp32: what a GPU's fp32 -> bf16
+    conversion does. The interpreter's own conversion truncates (Triton 3.6, measured), which drifts
+    a recurrence that rounds its state operand every step; the emulated products use this instead."""
+    bits = a.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def dot(a, b, MATMUL: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
     if MATMUL == "dot_ieee":
         return tl.dot(a, b, input_precision="ieee")
@@ -36,19 +46,19 @@ def dot(a, b, MATMUL: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
     elif MATMUL == "dot_bf16x2":
         # a split into bf16 high and low halves, two bf16 products accumulated in fp32: a keeps 16
         # mantissa bits, b is rounded to bf16 (exact for a bf16 W: bf16 problems only)
-        a_hi = a.to(tl.bfloat16)
-        a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
-        b16 = b.to(tl.bfloat16)
         if EMULATE_BF16_DOT:
-            b32 = b16.to(tl.float32)
-            return (tl.dot(a_hi.to(tl.float32), b32, input_precision="ieee")
-                    + tl.dot(a_lo.to(tl.float32), b32, input_precision="ieee"))
+            a_hi = bf16_rne(a)
+            b32 = bf16_rne(b)
+            return (tl.dot(a_hi, b32, input_precision="ieee")
+                    + tl.dot(bf16_rne(a - a_hi), b32, input_precision="ieee"))
         else:
+            a_hi = a.to(tl.bfloat16)
+            a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+            b16 = b.to(tl.bfloat16)
             return tl.dot(a_lo, b16, tl.dot(a_hi, b16))
     elif EMULATE_BF16_DOT:
-        # the interpreter has no bf16 dot: bf16 products are exact in fp32
-        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32),
-                      input_precision="ieee")
+        # the interpreter has no bf16 dot: bf16 products are exact in fp32, operands rounded as a GPU does
+        return tl.dot(bf16_rne(a), bf16_rne(b), input_precision="ieee")
     else:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
 

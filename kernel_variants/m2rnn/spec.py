@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from m2tune.kernel_variants.m2rnn.spec_base import (MATMULS, PASSES, STATE_ROUNDING, KernelSpec, Layout, cdiv,
-                                                    matmul_features)
+from m2tune.kernel_variants.m2rnn.spec_base import (MATMULS, PASSES, ROUNDS_STATE_TO, SMALLEST_CHUNK,
+                                                    STATE_ROUNDING, KernelSpec, Layout, cdiv, matmul_features)
 from m2tune.problem import KernelConfig, Problem
 
 
@@ -47,6 +47,11 @@ class ForwardSpec(KernelSpec):
         {"MATMUL": "fma", "BLOCK_K": 4, "num_warps": 1},
         {"MATMUL": "fma", "BLOCK_K": 1, "num_warps": 1},
     )
+
+    KEEPS_FP32 = ("state", "checkpoints", "accumulators")
+
+    def validation_chunk(self, config: KernelConfig) -> int:
+        return SMALLEST_CHUNK
 
     def live_values(self, config: KernelConfig, layout: Layout) -> float:
         bm, bv, threads = layout.bm, layout.bv, layout.threads
@@ -136,8 +141,20 @@ class BackwardSpec(KernelSpec):
     gpu_start = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 16, "num_warps": 1,
                  "DW_MATMUL": "dot_tf32"}
 
+    KEEPS_FP32 = ("state", "checkpoints", "dH", "accumulators")
+
+    def validation_chunk(self, config: KernelConfig) -> int:
+        return config["CKPT"]
+
     def dw_matmul(self, config: KernelConfig) -> str:
         return config["MATMUL"] if config["DW_MATMUL"] == "same" else config["DW_MATMUL"]
+
+    def rounding(self, config: KernelConfig) -> Optional[str]:
+        """Also dW's factors rounded to bf16 or tf32 (dW alone 3-4x the bf16 baseline at S=259):
+        declared, labelled and held to the rounded baseline like the state rounding."""
+        state = super().rounding(config)
+        dw = ROUNDS_STATE_TO.get(self.dw_matmul(config))
+        return state or (f"{dw} dW factors" if dw else None)
 
     def live_values(self, config: KernelConfig, layout: Layout) -> float:
         bm, bv, threads = layout.bm, layout.bv, layout.threads

@@ -23,7 +23,11 @@ PRICED_AS = {"dot_bf16x2": "dot_bf16"}
 # recomputes from, and gradients are far more sensitive to the state than y is: at paper-7b, S=512,
 # no clipping, a dot_bf16 forward put every gradient 2.5x off float64 whichever backward followed,
 # while a dot_tf32x3 forward kept them within 1e-2 (bench/results/2026-11-29-h200-pairs).
-STATE_ROUNDING = ("dot_bf16", "dot_tf32")
+ROUNDS_STATE_TO = {"dot_bf16": "bf16", "dot_tf32": "tf32"}
+STATE_ROUNDING = tuple(ROUNDS_STATE_TO)
+# the shortest checkpoint chunk any backward asks of the forward (tests/test_plan.py holds every
+# backward spec to it): a forward's checkpoints are validated at this chunk, where they come most often
+SMALLEST_CHUNK = 16
 # live fp32 values per thread above which a tile would spill heavily
 MAX_REGS_PER_THREAD = 255
 # registers a thread needs besides its tiles: addresses, loop state, masks
@@ -81,6 +85,18 @@ class KernelSpec:
     gpu_start: Mapping[str, Any]     # where a GPU starts without tuning (over DEFAULT)
     # a kernel with no calibrated constants of its own yet is priced with another's (labelled so)
     model_constants_from: Optional[str] = None
+    # The state-precision contract (m2tune/measure/tolerance.py): what the template keeps in fp32
+    # whatever its config. Validation's baseline is the reference that keeps these in fp32.
+    KEEPS_FP32: tuple[str, ...] = ("state", "accumulators")
+
+    def rounding(self, config: KernelConfig) -> Optional[str]:
+        """"bf16" or "tf32" when the config's products round the state operand to it every step
+        (declared state rounding: allowed, labelled, held to the rounded baseline), else None."""
+        return ROUNDS_STATE_TO.get(config["MATMUL"])
+
+    def validation_chunk(self, config: KernelConfig) -> int:
+        """Steps per chunk the validation plan must cover several of (measure/plan.py)."""
+        raise NotImplementedError
 
     @property
     def DEFAULT(self) -> KernelConfig:

@@ -1,7 +1,8 @@
 """Validate and time a hand-picked grid of forward configs on one problem.
 
 Every config is checked before compiling, validated against the float64
-reference at two short lengths, then timed at the problem's full length.
+reference on its validation plan (measure/plan.py: several chunks, h0, packed
+sequences, the GPU's long length), then timed at the problem's full length.
 The eager PyTorch reference is timed on the same inputs for scale.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ..kernel_variants.m2rnn.naive import m2rnn_reference
 from ..problem import KernelConfig, Problem
 from ..resources import data_dir
 from .timing import Timing, time_cuda, time_wall
-from .validate import validate_forward, variant_forward
+from .plan import plan_for, run as run_plan, unfit_reason
+from .validate import variant_forward
 
 GRIDS_FILE = "m2rnn_fwd_grids.yaml"
 KERNEL = "m2rnn_fwd"          # the grids file holds forward configs
@@ -42,7 +44,7 @@ def _timing_fields(t: Optional[Timing], steps: int) -> dict[str, Any]:
 
 
 def bench_forward(problem: Problem, configs: Iterable[KernelConfig], *, device: str,
-                  seed: int = 0, lengths: Optional[tuple[int, int]] = None, reps: int = 20,
+                  seed: int = 0, reps: int = 20,
                   on_row: Optional[Callable[[dict], None]] = None) -> list[dict[str, Any]]:
     """One row per config: status, validation errors, timing at full length."""
     module, spec = variants.load(KERNEL), variants.spec(KERNEL)
@@ -56,16 +58,16 @@ def bench_forward(problem: Problem, configs: Iterable[KernelConfig], *, device: 
     rows = []
     for i, config in enumerate(configs):
         row: dict[str, Any] = {"config": config.as_dict()}
-        reason = spec.check(problem, config, interpreter=interp)
+        plan = plan_for(KERNEL, problem, config, interpreter=interp)
+        reason = spec.check(problem, config, interpreter=interp) or unfit_reason(plan, config)
         if reason:
             row.update(status=status.INVALID_CONFIG, reason=reason)
         else:
             t0 = time.perf_counter()
-            result = validate_forward(problem, variant_forward(module, config), seed=seed + 1 + i,
-                                      device=device, lengths=lengths)
+            result = run_plan(plan, config, variant_forward(module, config), seed=seed + 1 + i, device=device)
             row.update(status=result.status, reason=result.reason(), max_error=result.max_error,
-                       validate_s=time.perf_counter() - t0,
-                       errors={f"{c.name}@{c.length}": [c.e_cand, c.limit] for c in result.checks})
+                       validate_s=time.perf_counter() - t0, validated=plan.record(),
+                       errors={f"{c.name}@{c.where}": [c.e_cand, c.limit] for c in result.checks})
             if result.ok:
                 def run(config=config):
                     module.launch(problem, config, x, y, h_T)

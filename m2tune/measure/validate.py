@@ -1,24 +1,20 @@
 """How right is right: a candidate kernel against the float64 reference.
 
-The recurrence amplifies rounding, so a fixed tolerance would either pass a
-broken bf16 kernel or fail an honest one. Instead each output's error is
-compared with the error of the plain reference run at the candidate's dtype:
+The recurrence amplifies rounding, so a fixed tolerance would either pass a broken bf16 kernel or
+fail an honest one. Each output's error is compared with the error of a baseline reference: the
+one that keeps its state in fp32 on the candidate's rounded inputs, its output rounded like the
+candidate's (the state-precision contract; measure/tolerance.py holds the table and why).
 
-    e_ref  = err(reference in dtype, reference in float64)
-    e_cand = err(candidate,          reference in float64)
-    pass  <=> e_cand <= factor * e_ref + floor     (for y, h_T; per sequence)
-
-err is the relative Frobenius error taken per sequence (batch element or
-packed sequence) and maximised, so a fault confined to one sequence cannot
-hide in the norm of the others. Inputs are fresh draws for every check,
-outputs are poisoned with NaN before each launch, and every check runs at two
-sequence lengths, a short one and four times it.
+err is the relative Frobenius error taken per sequence (batch element or packed sequence) and
+maximised, so a fault confined to one sequence cannot hide in the norm of the others. Inputs are
+fresh draws for every check, outputs are poisoned with NaN before each launch. What problems a
+config is checked on (lengths, chunks, h0, clipping, packed sequences) is measure/plan.py's job.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -26,37 +22,13 @@ from .. import status
 from ..inputs import TORCH_DTYPES, Inputs, cast, make_inputs, problem_of
 from ..kernel_variants.m2rnn.naive import m2rnn_reference
 from ..problem import KernelConfig, Problem
+from ..variants import interpreting
+from .tolerance import TOLERANCES, Tolerance, tolerance
 
+__all__ = ["AUTO_CLIP", "TOLERANCES", "Tolerance", "OutputCheck", "ValidationResult", "relative_error",
+           "default_lengths", "validate_forward", "validate_training", "variant_forward", "variant_training"]
 
-@dataclass(frozen=True)
-class Tolerance:
-    factor: float
-    floor: float
-    why: str
-    cap: float = float("inf")      # absolute ceiling, whatever the reference at dtype does
-
-    def limit(self, e_ref: float) -> float:
-        return min(self.factor * e_ref + self.floor, self.cap)
-
-
-# One table for every check. The factor allows a kernel that rounds
-# differently from the reference (fp32 state instead of the dtype's, another
-# summation order, tanh formula); the floor covers outputs whose reference
-# error is itself tiny. Planted faults (tests/test_faults.py) land at 1e-2 or
-# more in fp32 and 1e-1 or more in bf16, far outside these bounds.
-TOLERANCES: dict[str, Tolerance] = {
-    "float32": Tolerance(8.0, 2e-5, "fp32 reference lands near 1e-7; a kernel that sums in another "
-                                    "order or uses exp-based tanh lands within a few times that; "
-                                    "2e-5 is 100x under the smallest planted fault"),
-    "bfloat16": Tolerance(2.0, 2e-3, "the bf16 reference keeps its state in bf16 and lands near 1e-2; "
-                                     "an honest kernel (fp32 state, bf16 I/O) lands below it; a kernel "
-                                     "may be up to 2x worse than the plain bf16 recurrence. Cap 5e-2: "
-                                     "the plain bf16 recurrence's gradients are off by O(1) at S=512 "
-                                     "(H200, bench/results/2026-11-29-h200-training), so the factor "
-                                     "alone would admit any gradient; fp32-state kernels land near 3e-3",
-                          cap=5e-2),
-    "float16": Tolerance(2.0, 5e-4, "as bf16, with 3 more mantissa bits", cap=2e-2),
-}
+AUTO_CLIP = "auto"        # validate_training(clip=AUTO_CLIP): a bound that binds on some steps
 
 
 @dataclass
@@ -67,15 +39,20 @@ class OutputCheck:
     e_ref: float
     limit: float
     finite: bool
+    case: str = ""                 # the plan's case ("fixed", "packed", ...), if any
 
     @property
     def ok(self) -> bool:
         return self.finite and self.e_cand <= self.limit
 
+    @property
+    def where(self) -> str:
+        return f"{self.case} S={self.length}" if self.case else f"S={self.length}"
+
     def describe(self) -> str:
         state = "ok" if self.ok else ("NaN/Inf left in output" if not self.finite else "too large")
-        return (f"{self.name}@S={self.length}: err {self.e_cand:.2e} vs limit {self.limit:.2e} "
-                f"(reference at dtype {self.e_ref:.2e}) {state}")
+        return (f"{self.name}@{self.where}: err {self.e_cand:.2e} vs limit {self.limit:.2e} "
+                f"(baseline {self.e_ref:.2e}) {state}")
 
 
 @dataclass
@@ -83,6 +60,7 @@ class ValidationResult:
     checks: list[OutputCheck] = field(default_factory=list)
     error: Optional[str] = None      # a launch that raised
     error_kind: Optional[str] = None  # its status category (m2tune.status)
+    notes: list[str] = field(default_factory=list)   # what was checked how (clip bounds, precision class)
 
     @property
     def ok(self) -> bool:
@@ -133,13 +111,14 @@ def default_lengths(problem: Problem) -> tuple[int, int]:
     return short, 4 * short
 
 
-# A forward candidate: writes y and h_T (both pre-poisoned) for the inputs.
-ForwardFn = Callable[[Problem, Inputs, torch.Tensor, torch.Tensor], None]
+# A forward candidate: writes y and h_T (both pre-poisoned) for the inputs; called with
+# ckpt_every=c (a keyword, only when c > 0) it also returns the checkpoints a backward reads.
+ForwardFn = Callable[..., Optional[torch.Tensor]]
 
 
 def variant_forward(module: ModuleType, config: KernelConfig) -> ForwardFn:
-    def run(problem: Problem, x: Inputs, y: torch.Tensor, h_T: torch.Tensor) -> None:
-        module.launch(problem, config, x, y, h_T)
+    def run(problem: Problem, x: Inputs, y: torch.Tensor, h_T: torch.Tensor, *, ckpt_every: int = 0):
+        return module.launch(problem, config, x, y, h_T, ckpt_every=ckpt_every)
     return run
 
 
@@ -155,30 +134,99 @@ def _checks(problem: Problem, lengths, seed: int, device):
         yield i, S, p, x_dt, cast(x_dt, torch.float64, state=torch.float64)
 
 
+class _Judge:
+    """Compares each output with float64 and with the baseline of the config's precision class."""
+
+    def __init__(self, problem: Problem, rounding: Optional[str], case: str, result: "ValidationResult"):
+        self.kind, self.tol = tolerance(problem.dtype, rounding)
+        # the baseline's state: fp32 by the contract; the problem's dtype for declared rounding
+        self.state = TORCH_DTYPES[problem.dtype] if rounding else torch.float32
+        self.case, self.result = case, result
+        note = (f"{self.kind} ({rounding})" if rounding else self.kind) + f": {self.tol.why}"
+        if note not in result.notes:
+            result.notes.append(note)
+
+    def add(self, name: str, S: int, p: Problem, out: Optional[torch.Tensor], ref: torch.Tensor,
+            base: torch.Tensor, time_dim: Optional[bool]) -> None:
+        if out is None:
+            self.result.checks.append(OutputCheck(name, S, float("inf"), 0.0, 0.0, False, self.case))
+            return
+        base = rounded_like(base, out)
+        if time_dim is None:                       # gradients and checkpoints: the whole tensor
+            e_ref = ((base.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+            e = ((out.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+        else:
+            e_ref = relative_error(base, ref, p, time_dim)
+            e = relative_error(out, ref, p, time_dim)
+        finite = bool(torch.isfinite(out).all())
+        limit = self.tol.limit(e_ref, fp32_output=out.dtype == torch.float32)
+        self.result.checks.append(OutputCheck(name, S, e, e_ref, limit, finite, self.case))
+
+
+def rounded_like(base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """`base` rounded to the dtype of the candidate's output as the platform that made it rounds.
+    A GPU rounds to nearest; Triton's interpreter (3.6, measured: bench/results/2026-12-01-cpu-
+    tolerance) truncates every fp32 -> bf16 conversion, whatever fp_downcast_rounding says, so
+    its honest bf16 outputs sit twice as far from float64 as round-to-nearest ones."""
+    if out.dtype == torch.bfloat16 and out.device.type == "cpu" and interpreting():
+        bits = base.float().contiguous().view(torch.int32) & -65536        # drop the low 16 bits
+        return bits.view(torch.float32).to(torch.bfloat16)                 # exact: nothing to round
+    return base.to(out.dtype)
+
+
+def _states_at(x: Inputs, dtype: torch.dtype, every: int) -> torch.Tensor:
+    """The reference's state at the start of every chunk of `every` steps: (num_seqs, N, chunks, K, V),
+    chunks past a sequence's end zero (the kernel leaves them unwritten; they are masked out)."""
+    p = problem_of(x)
+    out = torch.zeros(p.B, p.N, -(-p.S // every), p.K, p.V, dtype=dtype, device=x.q.device)
+    h0 = x.h0 if x.h0 is not None else torch.zeros(p.B, p.N, p.K, p.V, dtype=dtype, device=x.q.device)
+    out[:, :, 0] = h0.to(dtype)
+
+    def observe(seq, t, h):
+        if (t + 1) % every == 0 and (t + 1) // every < out.shape[2]:
+            rows = slice(None) if seq is None else slice(seq, seq + 1)
+            out[rows, :, (t + 1) // every] = h
+    with torch.no_grad():
+        m2rnn_reference(*_args(x), cu_seqlens=x.cu_seqlens, dtype=dtype, observe=observe)
+    return out
+
+
+def _chunk_mask(p: Problem, every: int, device) -> torch.Tensor:
+    """(num_seqs, 1, chunks, 1, 1): True where the chunk starts inside its sequence."""
+    lens = torch.tensor(p.seqlens if p.is_varlen else [p.S] * p.B, device=device)
+    starts = torch.arange(-(-p.S // every), device=device) * every
+    return (starts[None, :] < lens[:, None])[:, None, :, None, None]
+
+
 def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
-                     device: str | torch.device = "cpu",
-                     lengths: Optional[Sequence[int]] = None) -> ValidationResult:
-    """Check a forward candidate at two lengths on fresh inputs; never raises for a bad kernel."""
-    dtype, tol, result = TORCH_DTYPES[problem.dtype], TOLERANCES[problem.dtype], ValidationResult()
+                     device: str | torch.device = "cpu", lengths: Optional[Sequence[int]] = None,
+                     rounding: Optional[str] = None, ckpt_every: int = 0, case: str = "",
+                     result: Optional["ValidationResult"] = None) -> ValidationResult:
+    """Check a forward candidate (y, h_T, and with ckpt_every its checkpoints) at each length on
+    fresh inputs; never raises for a bad kernel. rounding: the config's declared state rounding."""
+    dtype, result = TORCH_DTYPES[problem.dtype], result if result is not None else ValidationResult()
+    judge = _Judge(problem, rounding, case, result)
     for i, S, p, x_dt, x64 in _checks(problem, lengths, seed, device):
         with torch.no_grad():
             y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens)
-            y_dt, h_dt = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens)
+            y_b, h_b = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens, dtype=judge.state)
         y = torch.full(y64.shape, float("nan"), dtype=dtype, device=device)
         h_T = torch.full(h64.shape, float("nan"), dtype=torch.float32, device=device)
         try:
-            forward(p, x_dt, y, h_T)
+            ckpt = forward(p, x_dt, y, h_T, ckpt_every=ckpt_every) if ckpt_every else forward(p, x_dt, y, h_T)
             if y.is_cuda:
                 torch.cuda.synchronize(y.device)
         except Exception as exc:  # a candidate that raises is a failed candidate, not a crash
-            result.error = f"launch failed at S={S}: {type(exc).__name__}: {exc}"
+            result.error = f"launch failed at {case + ' ' if case else ''}S={S}: {type(exc).__name__}: {exc}"
             result.error_kind = status.classify(exc)
             return result
-        for name, out, ref, low, time_dim in (("y", y, y64, y_dt, True), ("h_T", h_T, h64, h_dt, False)):
-            e_ref = relative_error(low, ref, p, time_dim)
-            e = relative_error(out, ref, p, time_dim)
-            finite = bool(torch.isfinite(out).all())
-            result.checks.append(OutputCheck(name, S, e, e_ref, tol.limit(e_ref), finite))
+        judge.add("y", S, p, y, y64, y_b, True)
+        judge.add("h_T", S, p, h_T, h64, h_b, False)
+        if ckpt_every:
+            mask = _chunk_mask(p, ckpt_every, device)
+            ref = _states_at(x64, torch.float64, ckpt_every)
+            out = None if ckpt is None else torch.where(mask, ckpt, torch.zeros((), dtype=ckpt.dtype, device=device))
+            judge.add("ckpt", S, p, out, ref, _states_at(x_dt, judge.state, ckpt_every), None)
     return result
 
 
@@ -192,48 +240,68 @@ TrainFn = Callable[[Inputs, Optional[float], torch.Tensor, torch.Tensor],
 GRAD_NAMES = ("q", "k", "v", "W", "f", "h0")
 
 
-def _reference_grads(x: Inputs, clip, dy, dh_T, dtype):
+def _reference_grads(x: Inputs, clip, dy, dh_T, dtype, observe=None):
     leaves = {n: getattr(x, n).detach().to(dtype).requires_grad_(True)
               for n in GRAD_NAMES if getattr(x, n) is not None}
     y, h = m2rnn_reference(*(leaves.get(n) for n in GRAD_NAMES), cu_seqlens=x.cu_seqlens,
-                           gradient_clipping=clip)
+                           gradient_clipping=clip, observe=observe)
     grads = torch.autograd.grad((y, h), list(leaves.values()), (dy.to(y.dtype), dh_T.to(h.dtype)))
     return y.detach(), h.detach(), dict(zip(leaves, grads))
 
 
-def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: str | torch.device = "cpu",
-                      clip: Optional[float] = None,
-                      lengths: Optional[Sequence[int]] = None) -> ValidationResult:
-    """Forward outputs and every input gradient against float64 autograd, at two lengths.
+def _state_grads(x64: Inputs, clip, dy, dh_T) -> torch.Tensor:
+    """|dL/dH_t| of every state element of every step, before its clamp (float64 reference)."""
+    seen: list[torch.Tensor] = []
 
-    dy and dh_T are fresh random draws; gradients are compared as whole tensors
-    (relative Frobenius) under the same factor-and-floor table as the forward.
+    def observe(seq, t, h):
+        if h.requires_grad:
+            h.register_hook(lambda g: seen.append(g.detach().abs().flatten()))
+    _reference_grads(x64, clip, dy, dh_T, torch.float64, observe)
+    return torch.cat(seen)
+
+
+def auto_clip(x64: Inputs, dy: torch.Tensor, dh_T: torch.Tensor, *, quantile: float = 0.75) -> tuple[float, float]:
+    """A gradient-clipping bound that binds: the `quantile` of the unclamped state gradients'
+    magnitudes, and the share of (clamped-run) state-gradient elements it then clamps."""
+    grads = _state_grads(x64, None, dy, dh_T)
+    bound = float(torch.quantile(grads[: 2 ** 24].float(), quantile))
+    binding = float((_state_grads(x64, bound, dy, dh_T) > bound).double().mean())
+    return bound, binding
+
+
+def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: str | torch.device = "cpu",
+                      clip: Union[None, float, str] = None, lengths: Optional[Sequence[int]] = None,
+                      rounding: Optional[str] = None, case: str = "",
+                      result: Optional["ValidationResult"] = None) -> ValidationResult:
+    """Forward outputs and every input gradient against float64 autograd, at each length.
+
+    dy and dh_T are fresh random draws; gradients are compared as whole tensors (relative
+    Frobenius). clip=AUTO_CLIP: a bound derived per draw that clamps some state gradients
+    (auto_clip), noted in the result.
     """
-    dtype, tol, result = TORCH_DTYPES[problem.dtype], TOLERANCES[problem.dtype], ValidationResult()
+    result = result if result is not None else ValidationResult()
+    judge = _Judge(problem, rounding, case, result)
     for i, S, p, x_dt, x64 in _checks(problem, lengths, seed, device):
         dy, dh_T = _cotangents(p, torch.Generator(device="cpu").manual_seed(seed * 1000 + 500 + i), device)
-        y64, h64, g64 = _reference_grads(x64, clip, dy, dh_T, torch.float64)
-        y_dt, h_dt, g_dt = _reference_grads(x_dt, clip, dy, dh_T, dtype)
+        # the cotangents as the candidate gets them (dy in the I/O dtype), for the references too
+        dy, dh_T = dy.to(x_dt.q.dtype).double(), dh_T.float().double()
+        bound = clip
+        if clip == AUTO_CLIP:
+            bound, binding = auto_clip(x64, dy, dh_T)
+            result.notes.append(f"{case + ' ' if case else ''}S={S}: gradient_clipping={bound:.3g} "
+                                f"clamps {binding:.0%} of the state-gradient elements")
+        y64, h64, g64 = _reference_grads(x64, bound, dy, dh_T, torch.float64)
+        y_b, h_b, g_b = _reference_grads(x_dt, bound, dy, dh_T, judge.state)
         try:
-            y, h_T, grads = train(x_dt, clip, dy.to(dtype), dh_T.float())
+            y, h_T, grads = train(x_dt, bound, dy.to(x_dt.q.dtype), dh_T.float())
         except Exception as exc:
-            result.error = f"training step failed at S={S}: {type(exc).__name__}: {exc}"
+            result.error = f"training step failed at {case + ' ' if case else ''}S={S}: {type(exc).__name__}: {exc}"
             result.error_kind = status.classify(exc)
             return result
-        outs = [("y", y, y64, y_dt, True), ("h_T", h_T, h64, h_dt, False)]
-        outs += [(f"d{n}", grads.get(n), g64[n], g_dt[n], None) for n in g64]
-        for name, out, ref, low, time_dim in outs:
-            if out is None:
-                result.checks.append(OutputCheck(name, S, float("inf"), 0.0, 0.0, False))
-                continue
-            if time_dim is None:   # gradients: whole-tensor relative error
-                e_ref = ((low.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
-                e = ((out.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
-            else:
-                e_ref = relative_error(low, ref, p, time_dim)
-                e = relative_error(out, ref, p, time_dim)
-            finite = bool(torch.isfinite(out).all())
-            result.checks.append(OutputCheck(name, S, e, e_ref, tol.limit(e_ref), finite))
+        judge.add("y", S, p, y, y64, y_b, True)
+        judge.add("h_T", S, p, h_T, h64, h_b, False)
+        for n in g64:
+            judge.add(f"d{n}", S, p, grads.get(n), g64[n], g_b[n], None)
     return result
 
 

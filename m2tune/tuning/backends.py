@@ -1,12 +1,13 @@
 """How a tuning trial is scored: measured on a GPU, or predicted by the model without one.
 
-- `gpu`: the worker validates the candidate on the GPU (two short lengths) and times it at the
-  full problem. Value: the measured median.
-- `model`: the worker checks the candidate in the Triton interpreter at a small problem with the
-  same head dims and head sharing (PTX tanh.approx cannot run there, so the exact tanh stands in
-  for it: the rest of the template is what the interpreter can prove), then the performance model
-  scores it on the full problem for the target GPU's hardware profile. Value: the prediction,
-  recorded as predicted everywhere.
+- `gpu`: the worker validates the candidate on the GPU on its validation plan (measure/plan.py:
+  several chunks, h0, a binding clip, packed sequences, 512 steps) and times it at the full
+  problem. Value: the measured median.
+- `model`: the worker checks the candidate in the Triton interpreter on the plan's
+  interpreter-sized problems (same head dims and head sharing, two heads; PTX tanh.approx cannot
+  run there, so the exact tanh stands in for it: the rest of the template is what the interpreter
+  can prove), then the performance model scores it on the full problem for the target GPU's
+  hardware profile. Value: the prediction, recorded as predicted everywhere.
 
 One evaluator per slot (a GPU, or a CPU worker): each owns one worker process.
 """
@@ -24,7 +25,10 @@ from .trial import GPU, INTERPRET, TrialRequest, TrialResult
 from .worker import Worker
 
 NAMES = ("gpu", "model")
-SMALL_B, SMALL_S, SMALL_N = 2, 16, 4
+# The interpreter's time grows with the steps a plan walks (about 0.3 s per sequence-step of a K=64
+# training step): a trial's time limit grows with them past this many, so a candidate with long
+# checkpoint chunks is not scored as hanging.
+INTERPRETER_STEPS_PER_TIMEOUT = 400
 
 
 @dataclass
@@ -34,31 +38,6 @@ class Outcome:
     value: Optional[float]
     predicted: bool
     attrs: dict[str, Any] = field(default_factory=dict)
-
-
-def validation_lengths(problem: Problem) -> tuple[int, int]:
-    """On the GPU: a short length and 4x it, capped at 128/512 (the float64 reference is a Python loop)."""
-    short = max(1, min(problem.S // 4, 128))
-    return short, 4 * short
-
-
-def small_problem(problem: Problem) -> Problem:
-    """Same K, V, dtype and head sharing pattern, few heads, two short sequences: interpreter-sized.
-
-    A head count equal to 1 stays 1, one equal to N becomes the small N; the group sizes of the
-    others are kept where they divide it.
-    """
-    n_small = min(problem.N, SMALL_N)
-    heads = {}
-    for name in ("Nq", "Nk", "Nv", "Nw", "Nf"):
-        count = getattr(problem, name)
-        if count == problem.N:
-            heads[name] = n_small
-        else:
-            group = problem.N // count
-            heads[name] = max(1, n_small // group) if n_small % group == 0 or group > n_small else 1
-    return Problem(B=min(problem.B, SMALL_B), S=min(problem.S, SMALL_S), K=problem.K, V=problem.V,
-                   dtype=problem.dtype, h0=problem.h0, **heads)
 
 
 def model_config(config: KernelConfig) -> KernelConfig:
@@ -78,8 +57,7 @@ class GpuEvaluator:
 
     def evaluate(self, variant: str, problem: Problem, config: KernelConfig, *, seed: int) -> Outcome:
         request = TrialRequest(variant, problem, config, mode=GPU, device=self.device, seed=seed,
-                               lengths=validation_lengths(problem), reps=self.reps,
-                               extra_variants=self.extra_variants)
+                               reps=self.reps, extra_variants=self.extra_variants)
         result = self.worker.run(request, self.trial_timeout_s)
         return Outcome(result, result.median_ms if result.ok else None, predicted=False)
 
@@ -95,14 +73,18 @@ class ModelEvaluator:
         self.worker = Worker(None, INTERPRET)
         self.hw, self.trial_timeout_s = hw, trial_timeout_s
         self.extra_variants = dict(extra_variants)
+        for name, (spec_ref, kernel_path) in self.extra_variants.items():
+            variants.register(name, spec_ref, kernel_path)      # its plan is made here, before the trial
 
     def evaluate(self, variant: str, problem: Problem, config: KernelConfig, *, seed: int) -> Outcome:
-        small = small_problem(problem)
+        from ..measure.plan import plan_for
         checked = config.with_params(TANH="exact") if config.get("TANH") == "approx" else config
-        request = TrialRequest(variant, small, checked, mode=INTERPRET, device=None, seed=seed,
+        request = TrialRequest(variant, problem, checked, mode=INTERPRET, device=None, seed=seed,
                                extra_variants=self.extra_variants)
-        result = self.worker.run(request, self.trial_timeout_s)
-        attrs = {"validated_at": small.describe()}
+        plan = plan_for(variant, problem, checked, interpreter=True)
+        timeout = self.trial_timeout_s * max(1.0, plan.sequence_steps / INTERPRETER_STEPS_PER_TIMEOUT)
+        result = self.worker.run(request, timeout)
+        attrs: dict[str, Any] = {}
         if checked != config:
             attrs["validated_as"] = "TANH=exact (the interpreter cannot run PTX tanh.approx)"
         if not result.ok:

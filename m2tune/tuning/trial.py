@@ -38,11 +38,10 @@ class TrialRequest:
     mode: str = GPU
     device: Optional[int] = 0                      # GPU index as the parent sees it; None in interpret mode
     seed: int = 0
-    lengths: Optional[tuple[int, ...]] = None      # validation lengths; None: validate.default_lengths
     reps: int = 20
     warmup: int = 3
     forward_config: Optional[KernelConfig] = None  # backward variants: the forward making checkpoints
-    gradient_clipping: Optional[float] = None      # backward validation
+    gradient_clipping: Optional[float] = None      # backward timing (validation: the plan's clip cases)
     # kernels outside the registry, registered first: name -> (spec "module:ATTR", kernel module)
     extra_variants: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -53,6 +52,8 @@ class TrialResult:
     message: Optional[str] = None
     # output -> {"error", "limit", "reference", "length", "finite"} of its worst check (vs float64)
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the validation plan it was checked on (measure/plan.py Plan.record) and the validator's notes
+    validated: dict[str, Any] = field(default_factory=dict)
     median_ms: Optional[float] = None
     p20_ms: Optional[float] = None
     p80_ms: Optional[float] = None
@@ -92,22 +93,33 @@ def _is_training(request: TrialRequest) -> bool:
     return variants.spec(request.variant).role == "backward"
 
 
-def _forward_config(request: TrialRequest) -> KernelConfig:
+def _forward_config(request: TrialRequest, problem: Optional[Problem] = None) -> KernelConfig:
     from ..measure.launch import checkpoint_forward
-    return request.forward_config or checkpoint_forward(request.variant, request.problem,
+    return request.forward_config or checkpoint_forward(request.variant, problem or request.problem,
                                                         interpreter=request.mode == INTERPRET)
 
 
+def _plan(request: TrialRequest):
+    from ..measure.plan import plan_for
+    return plan_for(request.variant, request.problem, request.config, interpreter=request.mode == INTERPRET)
+
+
 def check_request(request: TrialRequest) -> Optional[str]:
-    """Why the trial cannot run at all (the variant's check, and the forward's for a backward)."""
+    """Why the trial cannot run at all: the variant's check on the target and on every problem of
+    its validation plan, and the checkpointing forward's for a backward."""
+    from ..measure.plan import unfit_reason
     _register(request)
     interpreter = request.mode == INTERPRET
     reason = variants.spec(request.variant).check(request.problem, request.config, interpreter=interpreter)
-    if reason is None and _is_training(request):
-        fwd = _forward_config(request)
-        why = variants.spec(fwd.variant).check(request.problem, fwd, interpreter=interpreter)
-        if why:
-            reason = f"forward config ({fwd.short()}): {why}"
+    if reason is None:
+        plan = _plan(request)
+        reason = unfit_reason(plan, request.config)
+        if reason is None and _is_training(request):
+            fwd = _forward_config(request, plan.cases[0].problem)      # what _validate runs
+            for case in plan.cases:
+                why = variants.spec(fwd.variant).check(case.problem, fwd, interpreter=interpreter)
+                if why:
+                    return f"forward config ({fwd.short()}) on validation case {case.name}: {why}"
     return reason
 
 
@@ -156,9 +168,9 @@ def _run_trial(request: TrialRequest) -> dict[str, Any]:
         _register(request)
         module = variants.load(request.variant)
         device = "cuda" if request.mode == GPU else "cpu"
-        result, compile_s = _validate(request, module, device)
+        result, compile_s, plan = _validate(request, module, device)
         out.update(status=result.status, message=result.reason(), errors=_worst_errors(result),
-                   compile_s=compile_s)
+                   compile_s=compile_s, validated={**plan.record(), "notes": result.notes})
         if result.ok and request.mode == GPU:
             out.update(_time(request, module, device))
     except Exception as exc:
@@ -172,11 +184,11 @@ class _FirstCall:
     def __init__(self, fn: Callable, device: str):
         self.fn, self.device, self.seconds = fn, device, None
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kw: Any) -> Any:
         if self.seconds is not None:
-            return self.fn(*args)
+            return self.fn(*args, **kw)
         t0 = time.perf_counter()
-        value = self.fn(*args)
+        value = self.fn(*args, **kw)
         _sync(self.device)
         self.seconds = time.perf_counter() - t0
         return value
@@ -189,16 +201,18 @@ def _sync(device: str) -> None:
 
 
 def _validate(request: TrialRequest, module: ModuleType, device: str):
-    from ..measure import validate
-    kw = dict(seed=request.seed, device=device, lengths=request.lengths)
+    """The candidate on every case of its validation plan: (result, first-call seconds, plan)."""
+    from ..measure import plan as plans, validate
+    plan = _plan(request)
     if _is_training(request):
-        fwd = _forward_config(request)
-        train = _FirstCall(validate.variant_training(variants.load(fwd.variant), fwd, module, request.config),
-                           device)
-        result = validate.validate_training(request.problem, train, clip=request.gradient_clipping, **kw)
-        return result, train.seconds
-    forward = _FirstCall(validate.variant_forward(module, request.config), device)
-    return validate.validate_forward(request.problem, forward, **kw), forward.seconds
+        # one checkpointing forward for every case (check_request proved it fits each)
+        fwd = _forward_config(request, plan.cases[0].problem)
+        candidate = _FirstCall(validate.variant_training(variants.load(fwd.variant), fwd, module, request.config),
+                               device)
+    else:
+        candidate = _FirstCall(validate.variant_forward(module, request.config), device)
+    result = plans.run(plan, request.config, candidate, seed=request.seed, device=device)
+    return result, candidate.seconds, plan
 
 
 def _worst_errors(result) -> dict[str, dict[str, Any]]:
@@ -211,7 +225,7 @@ def _worst_errors(result) -> dict[str, dict[str, Any]]:
         if c.name not in worst or badness(c) > badness(worst[c.name]):
             worst[c.name] = c
     return {name: {"error": c.e_cand, "limit": c.limit, "reference": c.e_ref, "length": c.length,
-                   "finite": c.finite} for name, c in worst.items()}
+                   "case": c.case, "finite": c.finite} for name, c in worst.items()}
 
 
 def _time(request: TrialRequest, module: ModuleType, device: str) -> dict[str, Any]:
