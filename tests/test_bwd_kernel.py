@@ -158,7 +158,9 @@ def test_clipping_bites_at_the_chosen_threshold():
         assert change > 0.05, f"clipping at {CLIP} barely changes d{n} ({change:.2e})"
 
 
-@pytest.mark.parametrize("matmuls", [dict(MATMUL="dot_bf16"), dict(MATMUL="dot_ieee", DW_MATMUL="dot_bf16")],
+# dW-only: beside dot_tf32x3, as tuned; Triton 3.6 fails to compile dot_ieee + DW_MATMUL=dot_bf16 at
+# BLOCK_B*BLOCK_K=16 (TritonGPURemoveLayoutConversions: "operand does not dominate this use")
+@pytest.mark.parametrize("matmuls", [dict(MATMUL="dot_bf16"), dict(MATMUL="dot_tf32x3", DW_MATMUL="dot_bf16")],
                          ids=["all-bf16", "dW-only-bf16"])
 def test_bf16_inputs_store_grads_in_bf16(matmuls, device):
     """R = 1 copy and K unsplit: the kernel writes bf16 gradients directly (NaN-poisoned first)."""

@@ -106,5 +106,6 @@ def test_approx_tanh_rejected_in_interpreter():
 def test_gpu_approx_tanh_passes(matmul):
     problem = Problem(B=4, S=64, K=64, V=16, Nv=8, Nw=8, Nf=8)
     config = cfg(BLOCK_K=16, MATMUL=matmul, TANH="approx", num_warps=1)
-    result = validate_forward(problem, variant_forward(fwd, config), seed=1, device="cuda")
+    result = validate_forward(problem, variant_forward(fwd, config), seed=1, device="cuda",
+                              rounding=FWD.rounding(config))
     assert result.ok, result.reason()

@@ -72,7 +72,7 @@ P = Problem(B=2, S=40, K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype=
 FWD = variants.spec("m2rnn_fwd").config(BLOCK_K=16, MATMUL="dot_ieee")
 
 
-def test_checkpoints_are_compared_chunk_by_chunk():
+def test_checkpoints_are_compared_chunk_by_chunk(device):
     real = variant_forward(variants.load("m2rnn_fwd"), FWD)
 
     def stale(problem, x, y, h_T, ckpt_every=0):       # every chunk but the first one off by 1%
@@ -80,24 +80,24 @@ def test_checkpoints_are_compared_chunk_by_chunk():
         if ckpt is not None:
             ckpt[:, :, 1:] *= 1.01
         return ckpt
-    assert validate_forward(P, real, seed=1, lengths=(40,), ckpt_every=16).ok
-    bad = validate_forward(P, stale, seed=1, lengths=(40,), ckpt_every=16)
+    assert validate_forward(P, real, seed=1, lengths=(40,), ckpt_every=16, device=device).ok
+    bad = validate_forward(P, stale, seed=1, lengths=(40,), ckpt_every=16, device=device)
     assert not bad.ok and "ckpt@S=40" in bad.reason() and "y@" not in bad.reason()
 
 
-def test_packed_checkpoints_past_a_sequence_end_are_not_compared():
+def test_packed_checkpoints_past_a_sequence_end_are_not_compared(device):
     packed = Problem.varlen([9, 40], K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="bfloat16")
     r = validate_forward(packed, variant_forward(variants.load("m2rnn_fwd"), FWD), seed=2, lengths=(40,),
-                         ckpt_every=16)
+                         ckpt_every=16, device=device)
     assert r.ok, r.reason()
 
 
-def test_the_baseline_keeps_the_state_in_fp32():
+def test_the_baseline_keeps_the_state_in_fp32(device):
     """A forward that rounds its state to bf16 every step fails the fp32-state baseline and passes
     only when it declares the rounding (the rounded row)."""
     config = variants.spec("m2rnn_fwd").config(BLOCK_K=16, MATMUL="dot_bf16")
     fn = variant_forward(variants.load("m2rnn_fwd"), config)
-    assert not validate_forward(P, fn, seed=3, lengths=(40,)).ok
-    declared = validate_forward(P, fn, seed=3, lengths=(40,), rounding="bf16")
+    assert not validate_forward(P, fn, seed=3, lengths=(40,), device=device).ok
+    declared = validate_forward(P, fn, seed=3, lengths=(40,), rounding="bf16", device=device)
     assert declared.ok, declared.reason()
     assert any("rounded-products" in n for n in declared.notes)

@@ -11,6 +11,7 @@ from m2tune.problem import Problem
 from m2tune.profile_file import bucket_of, load
 from m2tune.tuning.revalidate import revalidate_file
 from tests import planted_variants as planted
+from tests.interpreter import needs_interpreter
 
 from .test_runtime import _write
 
@@ -21,6 +22,7 @@ def _entry(config, name="small"):
     return {"bucket": bucket_of(BUCKET), "name": name, "config": config, "measured": True, "time_ms": 1.0}
 
 
+@needs_interpreter
 def test_revalidate_records_the_plan_and_the_runtime_uses_the_entry_for_h0(tmp_path, monkeypatch):
     path = _write(tmp_path, "nvidia-h200", "m2rnn_bwd",
                   [_entry({"BLOCK_K": 16, "CKPT": 16, "MATMUL": "dot_ieee", "TANH": "approx"})])
@@ -40,6 +42,7 @@ def test_revalidate_records_the_plan_and_the_runtime_uses_the_entry_for_h0(tmp_p
     runtime.clear_cache()
 
 
+@needs_interpreter
 def test_a_wrong_entry_is_recorded_as_failed_and_used_for_nothing(tmp_path, monkeypatch):
     variants.register(planted.NAME, planted.SPEC_REF, planted.MODULE)
     good = planted.DEFAULT.with_params(FAULT="none", BLOCK_K=16, MATMUL="dot_ieee").as_dict()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 
-import numpy
 import pytest
 
 from m2tune import status
@@ -19,16 +18,13 @@ from m2tune.problem import Problem
 from m2tune.tuning.trial import GPU, INTERPRET, TrialRequest, TrialResult
 from m2tune.tuning.worker import Worker
 from tests import planted_variants as planted
+from tests.interpreter import needs_interpreter
 
 PROBLEM = Problem(B=2, S=16, K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32")
 EXTRA = {planted.NAME: (planted.SPEC_REF, planted.MODULE)}
 SLOW_OK = 120.0          # generous: the first interpreted launch in a child is slow on a busy machine
 
 
-# Triton 3.6's interpreter fails under numpy >= 2.4 (docs/design.md, "Machines"), as on the H200 host
-needs_interpreter = pytest.mark.skipif(
-    tuple(int(n) for n in numpy.__version__.split(".")[:2]) >= (2, 4),
-    reason=f"Triton 3.6's interpreter needs numpy < 2.4, found {numpy.__version__}")
 
 
 def request(config, **kw) -> TrialRequest:
