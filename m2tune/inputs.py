@@ -23,6 +23,10 @@ class InputError(ValueError):
     """A tensor passed to m2rnn has the wrong shape, dtype, device or content."""
 
 
+class InputTypeError(InputError, TypeError):
+    """An argument passed to m2rnn is not a tensor at all (a TypeError, and still an InputError)."""
+
+
 @dataclass
 class Inputs:
     q: torch.Tensor          # (B, S, Nq, K)   varlen: (1, T, Nq, K)
@@ -41,16 +45,36 @@ def _fail(name: str, expected: str, actual: object) -> InputError:
     return InputError(f"m2rnn: `{name}` expected {expected}, got {actual}")
 
 
-def _rank(name: str, t: torch.Tensor, rank: int, layout: str) -> None:
+def check_tensor(name: str, t: object, layout: str) -> None:
+    """A TypeError naming the argument when `t` is not a tensor (a list, a numpy array, ...)."""
     if not isinstance(t, torch.Tensor):
-        raise _fail(name, f"a torch.Tensor {layout}", type(t).__name__)
+        raise InputTypeError(f"m2rnn: `{name}` expected a torch.Tensor {layout}, got {type(t).__name__}")
+
+
+def _rank(name: str, t: torch.Tensor, rank: int, layout: str, hint: str = "") -> None:
+    check_tensor(name, t, layout)
     if t.dim() != rank:
-        raise _fail(name, f"{rank} dims {layout}", f"shape {tuple(t.shape)}")
+        raise _fail(name, f"{rank} dims {layout}", f"shape {tuple(t.shape)}{hint}")
 
 
 def _dim(name: str, t: torch.Tensor, axis: int, what: str, want: int) -> None:
     if t.shape[axis] != want:
         raise _fail(name, f"{what}={want} at dim {axis}", f"shape {tuple(t.shape)}")
+
+
+PACKED = {"q": (3, "(T, Nq, K)"), "k": (3, "(T, Nk, K)"), "v": (3, "(T, Nv, V)"), "f": (2, "(T, Nf)")}
+
+
+def batch_packed(q, k, v, f, cu_seqlens) -> tuple[tuple, bool]:
+    """Packed sequences in the (T, N, ...) layout (the authors' library, flash-linear-attention) as
+    the (1, T, N, ...) one the kernels take: ((q, k, v, f), True) when they came as (T, ...), else
+    the tensors unchanged and False. A view, so gradients flow back in the caller's layout."""
+    if cu_seqlens is None or not isinstance(q, torch.Tensor) or q.dim() != 3:
+        return (q, k, v, f), False
+    for name, t in (("k", k), ("v", v), ("f", f)):
+        rank, layout = PACKED[name]
+        _rank(name, t, rank, f"{layout}, packed as q {tuple(q.shape)}")
+    return (q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), f.unsqueeze(0)), True
 
 
 def seqlens_of(cu: torch.Tensor, T: int) -> tuple[int, ...]:
@@ -73,9 +97,27 @@ def seqlens_of(cu: torch.Tensor, T: int) -> tuple[int, ...]:
     return tuple(lens)
 
 
+def _check_heads(heads: dict[str, int]) -> int:
+    """N, the largest head count, which every other count must divide. When one tensor alone holds
+    the largest count and the others do not divide it, that tensor is the odd one out and is named."""
+    N = max(heads.values())
+    wrong = [name for name, n in heads.items() if N % n]
+    if not wrong:
+        return N
+    holders = [name for name, n in heads.items() if n == N]
+    others = ", ".join(f"{name}: {n}" for name, n in heads.items() if n != N)
+    if len(holders) == 1:
+        raise _fail(holders[0], f"a head count that the other head counts divide ({others})", N)
+    name = wrong[0]
+    raise _fail(name, f"a head count dividing N={N} (the head count of {', '.join(holders)})", heads[name])
+
+
 def problem_of(x: Inputs) -> Problem:
     """Check every tensor against the others and return the Problem they form."""
-    _rank("q", x.q, 4, "(B, S, Nq, K)")
+    check_tensor("q", x.q, "(B, S, Nq, K)")
+    hint = (" (packed sequences: pass cu_seqlens, with q as (T, Nq, K) or (1, T, Nq, K))"
+            if x.cu_seqlens is None and x.q.dim() == 3 else "")
+    _rank("q", x.q, 4, "(B, S, Nq, K)", hint)
     B, S, Nq, K = x.q.shape
     _rank("k", x.k, 4, "(B, S, Nk, K)")
     _rank("v", x.v, 4, "(B, S, Nv, V)")
@@ -92,10 +134,7 @@ def problem_of(x: Inputs) -> Problem:
     if min(B, S, Nq, K, Nk, V, Nv, Nw, Nf) == 0:
         raise _fail("q", "no empty dimension", f"q {tuple(x.q.shape)}, v {tuple(x.v.shape)}, "
                     f"W {tuple(x.W.shape)}, f {tuple(x.f.shape)}")
-    N = max(Nq, Nk, Nv, Nw, Nf)
-    for name, n in (("q", Nq), ("k", Nk), ("v", Nv), ("W", Nw), ("f", Nf)):
-        if N % n:
-            raise _fail(name, f"a head count dividing N={N} (the largest head count)", n)
+    N = _check_heads({"q": Nq, "k": Nk, "v": Nv, "W": Nw, "f": Nf})
 
     dtype = x.q.dtype
     if dtype not in _FLOATS:
@@ -121,7 +160,9 @@ def problem_of(x: Inputs) -> Problem:
         _rank("h0", x.h0, 4, "(B, N, K, V)")
         want = (nseq, N, K, V)
         if tuple(x.h0.shape) != want:
-            raise _fail("h0", f"shape {want} (num sequences, N, K, V)", f"shape {tuple(x.h0.shape)}")
+            source = ", ".join(n for n, c in (("q", Nq), ("k", Nk), ("v", Nv), ("W", Nw), ("f", Nf)) if c == N)
+            raise _fail("h0", f"shape {want} (num sequences, N, K, V; N={N}, the head count of {source})",
+                        f"shape {tuple(x.h0.shape)}")
         if x.h0.dtype not in _FLOATS:
             raise _fail("h0", f"a float dtype in {[str(d) for d in _FLOATS]}", x.h0.dtype)
         if x.h0.device != device:

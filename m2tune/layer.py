@@ -125,6 +125,11 @@ class M2RNN(nn.Module):
         from .variants import interpreting
         problem = self.problem(batch, seqlen, dtype, with_state=with_state)
         gpu = gpu or current_gpu()
+        if gpu is None and not interpreting():
+            from .runtime import Choice
+            ref = Choice("reference", None, "reference", "no GPU here and TRITON_INTERPRET unset: the op "
+                         "runs the plain PyTorch reference (kernel_variants/m2rnn/naive.py)", None)
+            return {"forward": ref, "backward": ref}
         return choices_for(problem, self.kernel_config, gpu=gpu, interpreter=gpu is None and interpreting(),
                            training=training, clipping=self.gradient_clipping is not None)
 
@@ -138,6 +143,10 @@ class M2RNN(nn.Module):
                              f"got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"M2RNN: `x` expected a floating dtype, got {x.dtype}")
+        weights = self.in_proj.weight.dtype
+        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"M2RNN: `x` is {x.dtype} but the layer's weights are {weights}: convert one "
+                            f"(layer.to({x.dtype}) or x.to({weights})), or call it under torch.autocast")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"M2RNN: `x` expected no empty dimension, got {tuple(x.shape)}")
         nseq = x.shape[0]

@@ -21,7 +21,7 @@ import torch
 
 from . import compile_ahead, runtime, variants
 from .gpu import current_gpu
-from .inputs import Inputs, problem_of
+from .inputs import Inputs, batch_packed, check_tensor, problem_of
 from .kernel_variants.m2rnn.naive import m2rnn_reference
 from .problem import KernelConfig, Problem
 
@@ -196,9 +196,17 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """M²RNN recurrence. Returns y (like v, with N heads) and the final state h_T (fp32).
 
+    q (B, S, Nq, K), k (B, S, Nk, K), v (B, S, Nv, V), W (Nw, V, V), f (B, S, Nf), h0 (B, N, K, V).
+    Packed sequences: cu_seqlens (num_seqs + 1 offsets) with q, k, v, f as (1, T, ...) or (T, ...)
+    (y then comes back in the same layout) and h0 (num_seqs, N, K, V).
     config: {"forward": ..., "backward": ...}, each a KernelConfig or a dict of
     parameters over the template's defaults; None picks defaults for the device.
     """
+    for name, t in (("q", q), ("k", k), ("v", v), ("W", W), ("f", f)):
+        check_tensor(name, t, "")
+    if h0 is not None:
+        check_tensor("h0", h0, "(num sequences, N, K, V)")
+    (q, k, v, f), packed_3d = batch_packed(q, k, v, f, cu_seqlens)   # (T, N, ...) packed layout
     if gradient_clipping is not None and not gradient_clipping > 0:
         raise ValueError(f"m2rnn: `gradient_clipping` expected a positive bound or None, got {gradient_clipping}")
     clip = float(gradient_clipping) if gradient_clipping is not None else 0.0
@@ -218,12 +226,12 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
     if not use_kernels:
         y, h_T = m2rnn_reference(q, k, v, W, f, h0, cu_seqlens=cu_seqlens,
                                  gradient_clipping=gradient_clipping)
-        return y, h_T.float()
+        return (y.squeeze(0) if packed_3d else y), h_T.float()
     y, h_T, _ = torch.ops.m2tune.m2rnn_fwd(q.contiguous(), k.contiguous(), v.contiguous(),
                                            W.contiguous(), f.contiguous(),
                                            h0.contiguous() if h0 is not None else None,
                                            cu_seqlens, plan, ckpt_every, n_seq, n_chunks)
-    return y, h_T
+    return (y.squeeze(0) if packed_3d else y), h_T
 
 
 def _plan(problem: Problem, device_type: str, config: Any, clip: float, training: bool):

@@ -78,8 +78,8 @@ def distance(problem: Problem, bucket: dict) -> Optional[float]:
 
 @dataclass(frozen=True)
 class Choice:
-    kernel: str
-    config: KernelConfig
+    kernel: str                    # "reference": no Triton kernel runs (the PyTorch reference does)
+    config: Optional[KernelConfig]   # None for the reference
     source: str                    # the file it came from, or "default"
     reason: str                    # "exact bucket paper-7b", "nearest bucket ...", "default: ..."
     gpu: Optional[str]
@@ -95,6 +95,8 @@ class Choice:
         return self.source != "default"
 
     def describe(self) -> str:
+        if self.config is None:
+            return f"{self.kernel}: {self.reason}"
         kind = "" if self.measured is None else (" (measured)" if self.measured else " (PREDICTED by the model)")
         return f"{self.kernel}: {self.reason}{kind}; {self.config.short()} [from {self.source}]"
 

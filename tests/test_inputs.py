@@ -37,6 +37,11 @@ def _error(**changes):
      ["`f`", "dividing N=3", "2"]),
     (dict(h0=torch.randn(2, 2, 8, 5)), ["`h0`", "(2, 2, 8, 4)", "(2, 2, 8, 5)"]),
     (dict(q="not a tensor"), ["`q`", "torch.Tensor", "str"]),
+    # one tensor alone holds the largest head count and the others do not divide it: that one
+    (dict(k=torch.randn(2, 5, 3, 8)), ["`k`", "the other head counts divide", "q: 1", "v: 2", "got 3"]),
+    # W with 4 heads makes N=4: h0 sized for 2 heads names where N came from
+    (dict(W=torch.randn(4, 4, 4), h0=torch.randn(2, 2, 8, 4)), ["`h0`", "(2, 4, 8, 4)", "head count of W"]),
+    (dict(q=torch.randn(10, 1, 8)), ["`q`", "4 dims", "pass cu_seqlens", "(T, Nq, K)"]),
 ])
 def test_bad_tensor_named_with_expected_and_actual(changes, names):
     message = _error(**changes)
@@ -63,6 +68,15 @@ def test_bad_cu_seqlens(cu, expect):
         problem_of(Inputs(**x, cu_seqlens=cu))
     for part in expect:
         assert part in str(info.value), str(info.value)
+
+
+def test_a_non_tensor_is_a_type_error_naming_the_argument():
+    from m2tune.ops import m2rnn
+    x = good()
+    with pytest.raises(TypeError, match="`k` expected a torch.Tensor.*got list"):
+        m2rnn(x["q"], x["k"].tolist(), x["v"], x["W"], x["f"])
+    with pytest.raises(TypeError, match="`h0` expected a torch.Tensor"):
+        m2rnn(x["q"], x["k"], x["v"], x["W"], x["f"], h0=[0.0])
 
 
 def test_varlen_needs_batch_one_and_h0_per_sequence():

@@ -88,10 +88,22 @@ def test_bad_inputs_name_the_tensor():
         layer(torch.randn(1, S, HIDDEN), cu_seqlens=torch.tensor([0, 3, S + 1]))
     with pytest.raises(ValueError, match="`x`.*batch size 1"):
         layer(torch.randn(2, S, HIDDEN), cu_seqlens=torch.tensor([0, 3, S]))
+    with pytest.raises(TypeError, match="`x` is torch.bfloat16 but the layer's weights are torch.float32"):
+        layer(torch.randn(2, S, HIDDEN, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="num_w_heads"):
         M2RNN(HIDDEN, N, K, V, num_w_heads=3)
     with pytest.raises(ValueError, match="forget_gate"):
         M2RNN(HIDDEN, N, K, V, forget_gate="tanh")
+
+
+def test_kernel_choices_without_kernels_say_the_reference_runs(monkeypatch):
+    import m2tune.gpu
+    import m2tune.variants
+    monkeypatch.setattr(m2tune.variants, "interpreting", lambda: False)
+    monkeypatch.setattr(m2tune.gpu, "current_gpu", lambda: None)
+    choices = make().kernel_choices(2, S)
+    assert {c.kernel for c in choices.values()} == {"reference"}
+    assert all(c.config is None and "PyTorch reference" in c.describe() for c in choices.values())
 
 
 def _compiled_matches_eager(backend):

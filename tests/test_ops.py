@@ -65,6 +65,42 @@ def test_bad_input_and_config_errors(device):
         m2rnn(q, q, t(1, 3, 1, 2), t(1, 2, 2), t(1, 3, 1), config={"forward": {"BLOCK_K": 3}})
 
 
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_packed_T_layout_equals_the_batched_one_with_gradients(clip, device):
+    """(T, N, ...) with cu_seqlens, the authors' and FLA's packed layout: the same y (in that layout),
+    h_T and gradients as (1, T, N, ...)."""
+    g = torch.Generator().manual_seed(3)
+    T, cu = 19, torch.tensor([0, 7, 19], dtype=torch.int32, device=device)
+
+    def r(*shape):
+        return torch.rand(*shape, generator=g).to(device)
+    q, k, v, f = r(T, 2, 8) - 0.5, r(T, 1, 8) - 0.5, r(T, 2, 4) - 0.5, 0.5 + 0.4 * r(T, 2)
+    W = torch.eye(4, device=device).repeat(2, 1, 1) + 0.1 * r(2, 4, 4)
+    outs = []
+    for layout in ("T", "1T"):
+        xs = [t.clone().requires_grad_() for t in (q, k, v, W, f)]
+        qi, ki, vi, Wi, fi = xs
+        if layout == "1T":
+            qi, ki, vi, fi = qi[None], ki[None], vi[None], fi[None]
+        y, h = m2rnn(qi, ki, vi, Wi, fi, cu_seqlens=cu, gradient_clipping=clip)
+        assert y.shape == ((T, 2, 4) if layout == "T" else (1, T, 2, 4))
+        (y.square().sum() + h.sum()).backward()
+        outs.append((y.reshape(T, 2, 4).detach(), h.detach(), [t.grad for t in xs]))
+    (y0, h0, g0), (y1, h1, g1) = outs
+    torch.testing.assert_close(y0, y1)
+    torch.testing.assert_close(h0, h1)
+    for a, b in zip(g0, g1):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b)
+
+
+def test_packed_T_layout_names_the_tensor_in_the_other_layout():
+    q = torch.rand(9, 1, 4)
+    with pytest.raises(InputError, match="`v` expected 3 dims \\(T, Nv, V\\), packed as q"):
+        m2rnn(q, q, torch.rand(1, 9, 1, 2), torch.rand(1, 2, 2), torch.rand(9, 1),
+              cu_seqlens=torch.tensor([0, 4, 9]))
+
+
 def test_torch_compile_fullgraph_matches_eager():
     p = Problem(B=2, S=6, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
     from m2tune.inputs import make_inputs
