@@ -140,7 +140,63 @@ SHAPES: dict[str, Problem] = {
 
 
 def shape(name: str) -> Problem:
+    """A named shape, or an ad-hoc one written as `B=1,S=16384,K=64,V=16,N=132` (parse_shape)."""
+    if "=" in name:
+        return parse_shape(name)
     try:
         return SHAPES[name]
     except KeyError:
-        raise KeyError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}") from None
+        raise KeyError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}, or B=..,S=..,K=..,V=..,N=..") from None
+
+
+AD_HOC_REQUIRED = ("B", "S", "K", "V", "N")
+AD_HOC_OPTIONAL = ("Nq", "Nk", "Nv", "Nw", "Nf", "dtype", "shared_qk")
+
+
+def parse_shape(text: str) -> Problem:
+    """An ad-hoc shape: `B=..,S=..,K=..,V=..,N=..` and optionally Nq Nk Nv Nw Nf (default: N for v, W
+    and f; q and k one shared head, as in the paper, unless shared_qk=0 gives them N), dtype
+    (default bfloat16). Every mistake is a ValueError naming the field."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"shape {text!r}: {part.strip()!r} is not NAME=VALUE")
+        if key not in AD_HOC_REQUIRED + AD_HOC_OPTIONAL:
+            raise ValueError(f"shape {text!r}: unknown field {key!r} (fields: "
+                             f"{', '.join(AD_HOC_REQUIRED + AD_HOC_OPTIONAL)})")
+        if key in fields:
+            raise ValueError(f"shape {text!r}: {key} given twice")
+        fields[key] = value.strip()
+    missing = [k for k in AD_HOC_REQUIRED if k not in fields]
+    if missing:
+        raise ValueError(f"shape {text!r}: missing {', '.join(missing)} (needs {', '.join(AD_HOC_REQUIRED)})")
+
+    def count(key: str) -> int:
+        raw = fields[key]
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"shape {text!r}: {key} must be a positive integer, got {raw!r}")
+        return int(raw)
+    shared = fields.get("shared_qk", "1")
+    if shared not in ("0", "1"):
+        raise ValueError(f"shape {text!r}: shared_qk must be 0 or 1, got {shared!r}")
+    N = count("N")
+    heads = {k: (count(k) if k in fields else (1 if k in ("Nq", "Nk") and shared == "1" else N))
+             for k in ("Nq", "Nk", "Nv", "Nw", "Nf")}
+    if max(heads.values()) != N:
+        raise ValueError(f"shape {text!r}: N={N} must be the largest head count, got {heads}")
+    try:
+        return Problem(B=count("B"), S=count("S"), K=count("K"), V=count("V"), **heads,
+                       dtype=fields.get("dtype", "bfloat16"))
+    except ValueError as exc:
+        raise ValueError(f"shape {text!r}: {exc}") from None
+
+
+def shape_text(problem: Problem) -> str:
+    """The canonical ad-hoc name of a fixed-length problem (parse_shape reads it back)."""
+    p = problem
+    text = f"B={p.B},S={p.S},K={p.K},V={p.V},N={p.N}"
+    extra = {k: getattr(p, k) for k in ("Nq", "Nk") if getattr(p, k) != 1}
+    extra.update({k: getattr(p, k) for k in ("Nv", "Nw", "Nf") if getattr(p, k) != p.N})
+    text += "".join(f",{k}={v}" for k, v in extra.items())
+    return text + (f",dtype={p.dtype}" if p.dtype != "bfloat16" else "")

@@ -31,7 +31,8 @@ def _kernels(variant: str) -> list[str]:
 
 @main.command()
 @click.option("--shape", "shape_name", default="paper-7b", show_default=True,
-              help="A named shape (m2tune shapes) or a bucket of the search space.")
+              help="A named shape (m2tune shapes), a bucket of the search space, or an ad-hoc shape "
+              "B=1,S=16384,K=64,V=16,N=132 (optional Nq Nk Nv Nw Nf dtype shared_qk).")
 @click.option("--variant", default="m2rnn_fwd", show_default=True,
               help="Kernel to tune; several of one role, comma-separated (m2rnn_bwd,m2rnn_bwd_lean), are tuned "
               "one after the other and compared: the runtime runs the faster. Known: " + ", ".join(variants.names()))
@@ -71,6 +72,12 @@ def tune(shape_name: str, variant: str, backend: str, gpu: Optional[str], trials
     except ValueError:
         raise click.BadParameter(f"expected comma-separated GPU indices, got {gpus!r}", param_hint="--gpus") from None
     kernels = _kernels(variant)
+    if "=" in shape_name:                 # an ad-hoc shape: one canonical spelling names its study
+        from ..problem import parse_shape, shape_text
+        try:
+            shape_name = shape_text(parse_shape(shape_name))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--shape") from None
     if len(kernels) > 1 and (space or study_name):
         raise click.BadParameter("--space and --study name one study; give one --variant with them",
                                  param_hint="--variant")
