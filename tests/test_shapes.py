@@ -2,6 +2,7 @@
 import pytest
 
 from m2tune.problem import SHAPES, Problem, parse_shape, shape, shape_text
+from tests.interpreter import needs_interpreter
 
 
 def test_defaults_follow_the_paper_shapes():
@@ -34,6 +35,7 @@ def test_a_bad_shape_names_the_field(text, words):
     assert words in str(info.value) and text in str(info.value), str(info.value)
 
 
+@needs_interpreter                     # the model backend checks candidates in the interpreter
 def test_an_ad_hoc_shape_is_tuned_and_exported_for_its_own_bucket(tmp_path):
     import json
 
