@@ -305,3 +305,25 @@ def test_a_space_that_does_not_fit_the_problem_stops_and_says_why(tmp_path):
     assert result["run"] == 0 and result["categories"] == {status.INVALID_CONFIG: FREE_PER_TRIAL}
     assert "rejected or pruned before running" in result["stop_reason"]
     assert result["stop_reason"] in "\n".join(table(result))
+
+
+def test_all_buckets_one_study_each_and_a_time_budget(tmp_path):
+    """--all-buckets runs every bucket of the space in its own study; --budget-s stops asking for
+    trials when it is spent (the summary says so; a later run resumes each study)."""
+    import optuna
+    from click.testing import CliRunner
+
+    from m2tune.cli import main
+    space = tmp_path / "two.yaml"
+    space.write_text(GRID_SPACE + "  - {name: other, B: 1, S: 16, K: 16, V: 16, N: 2, shared_qk: true, dtype: float32}\n")
+    storage = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(main, ["tune", "--all-buckets", "--budget-s", "0.001", "--trials", "5",
+                                       "--backend", "model", "--gpu", TARGET, "--space", str(space),
+                                       "--storage", storage, "--sampler", "grid"])
+    assert result.exit_code == 0, result.output
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names == sorted(f"m2rnn_fwd/{b}/{TARGET}/model" for b in (SMALL_BUCKET, "other")), names
+    assert result.output.count("stopped at the time budget (0.001 s)") == 2, result.output
+    bad = CliRunner().invoke(main, ["tune", "--all-buckets", "--shape", "tiny", "--space", str(space),
+                                    "--backend", "model", "--gpu", TARGET, "--storage", storage])
+    assert bad.exit_code == 2 and "Error:" in bad.output and "--all-buckets" in bad.output, bad.output

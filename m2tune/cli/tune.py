@@ -58,11 +58,19 @@ def _kernels(variant: str) -> list[str]:
 @click.option("--confirm", default=5, show_default=True, type=click.IntRange(min=0),
               help="Top configs re-timed against the default at the end.")
 @click.option("--space", default=None, help="Search-space file [default: search_spaces/<variant>.yaml].")
+@click.option("--all-buckets", is_flag=True,
+              help="Tune every bucket of the search space in turn, each in its own resumable study "
+              "(instead of --shape).")
+@click.option("--budget-s", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Wall seconds each study may ask new trials for (running trials finish, the confirm "
+              "stage follows); a later run resumes it.")
 @json_option()
-def tune(shape_name: str, variant: str, backend: str, gpu: Optional[str], trials: int, sampler: str,
-         seed: int, storage: str, study_name: Optional[str], gpus: str, prune: bool,
-         trial_timeout: float, reps: int, confirm: int, space: Optional[str], as_json: bool) -> None:
-    """Find the fastest validated config for one shape: an Optuna study, resumable."""
+@click.pass_context
+def tune(ctx: click.Context, shape_name: str, variant: str, backend: str, gpu: Optional[str], trials: int,
+         sampler: str, seed: int, storage: str, study_name: Optional[str], gpus: str, prune: bool,
+         trial_timeout: float, reps: int, confirm: int, space: Optional[str], all_buckets: bool,
+         budget_s: Optional[float], as_json: bool) -> None:
+    """Find the fastest validated config for one shape (or every bucket): Optuna studies, resumable."""
     from ..tuning import summary as summ
     from ..tuning.options import TuneOptions
     if backend == "auto":
@@ -83,22 +91,41 @@ def tune(shape_name: str, variant: str, backend: str, gpu: Optional[str], trials
                                  param_hint="--variant")
     if space and not Path(space).is_file() and "/" in space:
         raise click.BadParameter(f"no search-space file {space}", param_hint="--space")
-    results = [_tune_one(TuneOptions(variant=k, shape=shape_name, backend=backend, target=gpu, trials=trials,
+    runs = [(k, shape_name) for k in kernels]
+    if all_buckets:
+        if ctx.get_parameter_source("shape_name") != click.core.ParameterSource.DEFAULT or study_name:
+            raise click.BadParameter("--all-buckets tunes the space's buckets: give no --shape or --study",
+                                     param_hint="--all-buckets")
+        runs = [(k, b) for k in kernels for b in _bucket_names(space or k)]
+    results = [_tune_one(TuneOptions(variant=k, shape=shape, backend=backend, target=gpu, trials=trials,
                                      sampler=sampler, seed=seed, storage=storage, study=study_name,
                                      gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps,
-                                     confirm=confirm, space=space), as_json) for k in kernels]
+                                     confirm=confirm, space=space, budget_s=budget_s), as_json)
+               for k, shape in runs]
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
         return
     for result in results:
         for line in summ.table(result):
             click.echo(line)
-    if len(results) > 1:
+    if len(kernels) > 1 and not all_buckets:
         for line in summ.comparison(results):
             click.echo(line)
     studies = " ".join(f"--study {r['study']}" for r in results)
     click.echo(f"\nstudies in {results[0]['storage']}; next:\n  m2tune export --storage {storage} {studies}\n"
                f"  m2tune report --storage {storage} {studies}")
+
+
+def _bucket_names(space: str) -> list[str]:
+    from ..tuning.space import SpaceError
+    from ..tuning.space_file import SpaceFileMissing, load_space
+    try:
+        names = [b.name for b in load_space(space).buckets]
+    except (SpaceError, SpaceFileMissing) as exc:
+        raise CliError(str(exc)) from None
+    if not names:
+        raise click.BadParameter(f"the search space {space} has no buckets", param_hint="--all-buckets")
+    return names
 
 
 def _tune_one(opts, as_json: bool) -> dict:

@@ -20,6 +20,8 @@ class TuneOptions:
     backend: str = "gpu"                 # "gpu" or "model"
     target: Optional[str] = None         # model backend: GPU slug of the hardware profile
     trials: int = 100                    # scored trials wanted in the study (duplicates not counted)
+    budget_s: Optional[float] = None     # wall seconds this run may ask new trials for (running ones
+                                         # finish, the confirm stage follows); the study resumes later
     sampler: str = "tpe"
     seed: int = 0
     storage: str = DEFAULT_URL

@@ -99,6 +99,7 @@ class Tuner:
         self._best_config: Optional[KernelConfig] = None
         self._duplicates_in_a_row = 0
         self.stop_reason: Optional[str] = None    # why the loop ended before --trials ran, if it did
+        self._deadline: Optional[float] = None    # time.time() after which no trial is asked (budget_s)
         self.reaper = Reaper(self.study, self.storage)
         self._prepare_study()
 
@@ -147,6 +148,8 @@ class Tuner:
         free = sum(1 for t in trials if scored(t) and not spends_budget(t))
         running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
         stops = ((lambda: self.progress.done + running >= self.opts.trials, None),
+                 (lambda: self._deadline is not None and time.time() >= self._deadline,
+                  f"stopped at the time budget ({self.opts.budget_s:g} s): the study resumes where it stopped"),
                  (lambda: free >= FREE_PER_TRIAL * self.opts.trials,
                   f"stopped after {free} candidates rejected or pruned before running (the cap is "
                   f"{FREE_PER_TRIAL} per trial asked): the space hardly fits this problem"),
@@ -341,6 +344,7 @@ class Tuner:
 
     def run(self) -> dict[str, Any]:
         started = time.time()
+        self._deadline = started + self.opts.budget_s if self.opts.budget_s else None
         evaluators = self.evaluators()
         errors: list[BaseException] = []
 
