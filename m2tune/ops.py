@@ -21,7 +21,7 @@ import torch
 
 from . import compile_ahead, runtime, variants
 from .gpu import current_gpu
-from .inputs import Inputs, batch_packed, check_tensor, problem_of
+from .inputs import InputError, Inputs, batch_packed, check_tensor, problem_of
 from .kernel_variants.m2rnn.naive import m2rnn_reference
 from .problem import KernelConfig, Problem
 
@@ -130,9 +130,15 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
     config = _from_json(plan, "forward")
     y = torch.empty(_y_shape(v, problem.N), dtype=q.dtype, device=q.device)
     h_T = torch.empty(problem.B, problem.N, problem.K, problem.V, dtype=torch.float32, device=q.device)
-    # (n_seq, N, n_chunks, K, V): the shape the fake implementation promises, n_chunks = cdiv(S, CKPT)
-    _compile_backward_ahead(plan, problem, x, (n_seq, problem.N, n_chunks, problem.K, problem.V))
+    chunks = -(-problem.S // ckpt_every)
+    if chunks > n_chunks:
+        raise InputError(f"m2rnn: `max_seqlen` expected at least the longest packed sequence, "
+                         f"{problem.S} steps, got {n_chunks * ckpt_every} or less")
+    _compile_backward_ahead(plan, problem, x, (n_seq, problem.N, chunks, problem.K, problem.V))
     ckpt = variants.load(config.variant).launch(problem, config, x, y, h_T, ckpt_every=ckpt_every)
+    if chunks < n_chunks:
+        # the fake promised cdiv(max_seqlen, CKPT) chunks (a traced packed call); the rest stay zero
+        ckpt = torch.nn.functional.pad(ckpt, (0, 0, 0, 0, 0, n_chunks - chunks))
     return y, h_T, ckpt
 
 
@@ -155,6 +161,9 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
     config = _from_json(plan, "backward")
     clip = gradient_clipping if gradient_clipping > 0 else None
     compile_ahead.wait(_compile_key(plan, problem))     # never compile the same kernel twice
+    chunks = -(-problem.S // config["CKPT"])
+    if ckpt.shape[2] > chunks:                           # padded for a max_seqlen past the longest
+        ckpt = ckpt[:, :, :chunks].contiguous()
     g = variants.load(config.variant).launch_backward(problem, config, x, ckpt, dy.contiguous(),
                                                       dh_T.contiguous(), gradient_clipping=clip)
     dh0 = g["h0"] if h0 is not None else q.new_empty(0)
@@ -192,13 +201,15 @@ torch.library.register_autograd("m2tune::m2rnn_fwd", _backward, setup_context=_s
 
 def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: torch.Tensor,
           h0: Optional[torch.Tensor] = None, *, cu_seqlens: Optional[torch.Tensor] = None,
-          gradient_clipping: Optional[float] = None, config: Optional[Mapping[str, ConfigLike]] = None
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+          max_seqlen: Optional[int] = None, gradient_clipping: Optional[float] = None,
+          config: Optional[Mapping[str, ConfigLike]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """M²RNN recurrence. Returns y (like v, with N heads) and the final state h_T (fp32).
 
     q (B, S, Nq, K), k (B, S, Nk, K), v (B, S, Nv, V), W (Nw, V, V), f (B, S, Nf), h0 (B, N, K, V).
     Packed sequences: cu_seqlens (num_seqs + 1 offsets) with q, k, v, f as (1, T, ...) or (T, ...)
-    (y then comes back in the same layout) and h0 (num_seqs, N, K, V).
+    (y then comes back in the same layout) and h0 (num_seqs, N, K, V). max_seqlen: the longest
+    sequence (an int, at least the longest); needed under torch.compile, where reading it from
+    cu_seqlens would synchronise with the host; derived when absent in eager calls.
     config: {"forward": ..., "backward": ...}, each a KernelConfig or a dict of
     parameters over the template's defaults; None picks defaults for the device.
     """
@@ -212,16 +223,26 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
     clip = float(gradient_clipping) if gradient_clipping is not None else 0.0
     # gradients will flow: the forward's checkpoints must be fp32-accurate (spec training_reason)
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, W, f, h0))
+    if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int)
+                                   or max_seqlen < 1 or cu_seqlens is None):
+        raise ValueError(f"m2rnn: `max_seqlen` expected a positive int with cu_seqlens, got {max_seqlen!r}"
+                         + ("" if cu_seqlens is not None else " without cu_seqlens"))
     if torch.compiler.is_compiling():
         # traced: plan from shapes as a trace-time constant; the op checks the tensors when it runs
+        packed = None
         if cu_seqlens is not None:
-            raise NotImplementedError("m2rnn: packed sequences (cu_seqlens) under torch.compile "
-                                      "are not supported yet; run that call eagerly")
+            if max_seqlen is None:
+                raise ValueError("m2rnn: packed sequences under torch.compile need `max_seqlen` (the "
+                                 "longest sequence, an int): reading it from cu_seqlens would sync the host")
+            packed = (cu_seqlens.shape[0] - 1, max_seqlen)
         key = (tuple(q.shape), tuple(k.shape), tuple(v.shape), tuple(W.shape), tuple(f.shape),
-               str(q.dtype).removeprefix("torch."), h0 is not None, q.device.type, training)
+               str(q.dtype).removeprefix("torch."), h0 is not None, q.device.type, training, packed)
         use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan_for_shapes(key, config, clip)
     else:
         problem = problem_of(Inputs(q, k, v, W, f, h0, cu_seqlens))   # clear errors, eagerly
+        if max_seqlen is not None and max_seqlen < problem.S:
+            raise InputError(f"m2rnn: `max_seqlen` expected at least the longest packed sequence, "
+                             f"{problem.S} steps, got {max_seqlen}")
         use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan(problem, q.device.type, config, clip, training)
     if not use_kernels:
         y, h_T = m2rnn_reference(q, k, v, W, f, h0, cu_seqlens=cu_seqlens,
@@ -248,6 +269,13 @@ def _plan(problem: Problem, device_type: str, config: Any, clip: float, training
 
 @torch._dynamo.assume_constant_result
 def _plan_for_shapes(key, config, clip):
-    (B, S, Nq, K), (_, _, Nk, _), (_, _, Nv, V), (Nw, _, _), (_, _, Nf), dtype, has_h0, device, training = key
-    problem = Problem(B=B, S=S, K=K, V=V, Nq=Nq, Nk=Nk, Nv=Nv, Nw=Nw, Nf=Nf, dtype=dtype, h0=has_h0)
+    (B, S, Nq, K), (_, _, Nk, _), (_, _, Nv, V), (Nw, _, _), (_, _, Nf), dtype, has_h0, device, training, \
+        packed = key
+    heads = dict(K=K, V=V, Nq=Nq, Nk=Nk, Nv=Nv, Nw=Nw, Nf=Nf, dtype=dtype, h0=has_h0)
+    if packed is not None:
+        # the lookup reads B (sequences) and S (the longest); it never reads the other lengths
+        n_seq, max_seqlen = packed
+        problem = Problem.varlen((max_seqlen,) * n_seq, **heads)
+    else:
+        problem = Problem(B=B, S=S, **heads)
     return _plan(problem, device, config, clip, training)

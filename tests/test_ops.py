@@ -121,6 +121,52 @@ def test_torch_compile_fullgraph_matches_eager():
         torch.testing.assert_close(a, b)
 
 
+# longer=9: max_seqlen 20 promises two 16-step chunks (the interpreter's default CKPT) where the
+# longest sequence, 11 steps, writes one
+@pytest.mark.parametrize("longer", [0, 9], ids=["max_seqlen-exact", "max_seqlen-longer"])
+def test_packed_sequences_under_torch_compile_fullgraph(longer):
+    """cu_seqlens with max_seqlen traces without a host sync or a graph break, and matches eager
+    (a max_seqlen past the longest sequence pads the checkpoints, which the backward cuts back)."""
+    from m2tune.inputs import make_inputs
+    lens = (5, 11, 3)
+    p = Problem.varlen(lens, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
+    x = make_inputs(p, seed=1)
+    cu = x.cu_seqlens
+    ins = [t.float().requires_grad_(True) for t in (x.q[0], x.k[0], x.v[0], x.W, x.f[0], x.h0)]
+
+    def loss(q, k, v, W, f, h0):
+        y, h = m2rnn(q, k, v, W, f, h0, cu_seqlens=cu, max_seqlen=max(lens) + longer, gradient_clipping=0.5)
+        return (y * y).sum() + h.sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    l1 = compiled(*ins)
+    g1 = torch.autograd.grad(l1, ins)
+    l0 = loss(*ins)
+    g0 = torch.autograd.grad(l0, ins)
+    torch.testing.assert_close(l1, l0)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b)
+
+
+def test_max_seqlen_is_checked():
+    q = torch.rand(9, 1, 4)
+    args = (q, q, torch.rand(9, 1, 2), torch.rand(1, 2, 2), torch.rand(9, 1))
+    cu = torch.tensor([0, 4, 9])
+    with pytest.raises(InputError, match="`max_seqlen` expected at least the longest packed sequence, 5"):
+        m2rnn(*args, cu_seqlens=cu, max_seqlen=4)
+    with pytest.raises(ValueError, match="`max_seqlen` expected a positive int with cu_seqlens"):
+        m2rnn(*args, cu_seqlens=cu, max_seqlen=2.5)
+    with pytest.raises(ValueError, match="without cu_seqlens"):
+        m2rnn(q[None], q[None], torch.rand(1, 9, 1, 2), torch.rand(1, 2, 2), torch.rand(1, 9, 1), max_seqlen=9)
+
+    def traced(*a):
+        return m2rnn(*a, cu_seqlens=cu)[0].sum()
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="need `max_seqlen`"):
+        torch.compile(traced, fullgraph=True, backend="aot_eager")(*args)
+
+
 def test_the_plan_says_whether_the_backward_is_compiled_ahead():
     """The forward starts compiling the backward only for a training step on a GPU."""
     import json
