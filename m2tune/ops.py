@@ -85,6 +85,28 @@ def _plan_json(forward: KernelConfig, backward: KernelConfig, clip: float, train
                        "training": training}, sort_keys=True)
 
 
+def _dynamic_plan_json(config: Any, clip: float, training: bool) -> str:
+    """The plan of a call traced with symbolic sizes: the configs are looked up inside the op, at
+    run time, for the concrete sizes (_configs); the caller's config overrides travel along."""
+    given = None
+    if config:
+        given = {role: ({"variant": c.variant, "params": c.as_dict()} if isinstance(c, KernelConfig)
+                        else {"params": dict(c)}) for role, c in config.items() if c is not None}
+    return json.dumps({"dynamic": given, "clip": clip, "training": training}, sort_keys=True)
+
+
+def _configs(plan: str, problem: Problem, device: torch.device) -> tuple[KernelConfig, KernelConfig]:
+    """(forward, backward) configs of a call: as planned, or for a dynamic plan looked up now, for
+    the concrete problem (the same lookup the forward and the backward op make, so they agree)."""
+    data = json.loads(plan)
+    if "dynamic" not in data:
+        return _from_json(plan, "forward"), _from_json(plan, "backward")
+    given = {role: (KernelConfig.of(c["variant"], c["params"]) if "variant" in c else c["params"])
+             for role, c in (data["dynamic"] or {}).items()}
+    gpu = current_gpu() if device.type == "cuda" else None
+    return configs_for(problem, given or None, gpu=gpu, training=data["training"], clipping=data["clip"] > 0)
+
+
 def _compile_key(plan: str, problem: Problem) -> str:
     return f"{plan}|{problem.describe()}"
 
@@ -95,7 +117,7 @@ def _compile_backward_ahead(plan: str, problem: Problem, x: Inputs, ckpt_shape: 
     if '"training": true' not in plan or x.q.device.type != "cuda" or variants.interpreting():
         return
     data = json.loads(plan)
-    config = _from_json(plan, "backward")
+    config = _configs(plan, problem, x.q.device)[1]
     meta = Inputs(*(None if t is None else torch.empty_like(t, device="meta")
                     for t in (x.q, x.k, x.v, x.W, x.f, x.h0, x.cu_seqlens)))
     device = x.q.device
@@ -127,18 +149,15 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
     problem = problem_of(x)
-    config = _from_json(plan, "forward")
+    config, bwd_config = _configs(plan, problem, q.device)
+    # the chunk is the backward's CKPT (for a traced call chosen just now); the fake of a traced
+    # call promised a chunk count decided here (ckpt_every 0), an eager call cdiv(S, CKPT)
+    ckpt_every = bwd_config["CKPT"]
     y = torch.empty(_y_shape(v, problem.N), dtype=q.dtype, device=q.device)
     h_T = torch.empty(problem.B, problem.N, problem.K, problem.V, dtype=torch.float32, device=q.device)
     chunks = -(-problem.S // ckpt_every)
-    if chunks > n_chunks:
-        raise InputError(f"m2rnn: `max_seqlen` expected at least the longest packed sequence, "
-                         f"{problem.S} steps, got {n_chunks * ckpt_every} or less")
     _compile_backward_ahead(plan, problem, x, (n_seq, problem.N, chunks, problem.K, problem.V))
     ckpt = variants.load(config.variant).launch(problem, config, x, y, h_T, ckpt_every=ckpt_every)
-    if chunks < n_chunks:
-        # the fake promised cdiv(max_seqlen, CKPT) chunks (a traced packed call); the rest stay zero
-        ckpt = torch.nn.functional.pad(ckpt, (0, 0, 0, 0, 0, n_chunks - chunks))
     return y, h_T, ckpt
 
 
@@ -146,6 +165,8 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
 def _fwd_fake(q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks):
     N = _heads(q, k, v, W, f)
     K, V = q.shape[3], v.shape[3]
+    if not ckpt_every:             # traced: the chunk count is cdiv(S, CKPT) of the op's own lookup
+        n_chunks = torch.library.get_ctx().new_dynamic_size()
     return (q.new_empty(_y_shape(v, N)),
             q.new_empty((n_seq, N, K, V), dtype=torch.float32),
             q.new_empty((n_seq, N, n_chunks, K, V), dtype=torch.float32))
@@ -158,12 +179,9 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
     problem = problem_of(x)
-    config = _from_json(plan, "backward")
+    config = _configs(plan, problem, q.device)[1]
     clip = gradient_clipping if gradient_clipping > 0 else None
     compile_ahead.wait(_compile_key(plan, problem))     # never compile the same kernel twice
-    chunks = -(-problem.S // config["CKPT"])
-    if ckpt.shape[2] > chunks:                           # padded for a max_seqlen past the longest
-        ckpt = ckpt[:, :, :chunks].contiguous()
     g = variants.load(config.variant).launch_backward(problem, config, x, ckpt, dy.contiguous(),
                                                       dh_T.contiguous(), gradient_clipping=clip)
     dh0 = g["h0"] if h0 is not None else q.new_empty(0)
@@ -207,9 +225,9 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
 
     q (B, S, Nq, K), k (B, S, Nk, K), v (B, S, Nv, V), W (Nw, V, V), f (B, S, Nf), h0 (B, N, K, V).
     Packed sequences: cu_seqlens (num_seqs + 1 offsets) with q, k, v, f as (1, T, ...) or (T, ...)
-    (y then comes back in the same layout) and h0 (num_seqs, N, K, V). max_seqlen: the longest
-    sequence (an int, at least the longest); needed under torch.compile, where reading it from
-    cu_seqlens would synchronise with the host; derived when absent in eager calls.
+    (y then comes back in the same layout) and h0 (num_seqs, N, K, V). max_seqlen (optional, as
+    in flash-linear-attention): the longest sequence, checked in eager calls. Under torch.compile
+    nothing reads sizes or cu_seqlens at trace time: the op looks its configs up when it runs.
     config: {"forward": ..., "backward": ...}, each a KernelConfig or a dict of
     parameters over the template's defaults; None picks defaults for the device.
     """
@@ -228,16 +246,13 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
         raise ValueError(f"m2rnn: `max_seqlen` expected a positive int with cu_seqlens, got {max_seqlen!r}"
                          + ("" if cu_seqlens is not None else " without cu_seqlens"))
     if torch.compiler.is_compiling():
-        # traced: plan from shapes as a trace-time constant; the op checks the tensors when it runs
-        packed = None
-        if cu_seqlens is not None:
-            if max_seqlen is None:
-                raise ValueError("m2rnn: packed sequences under torch.compile need `max_seqlen` (the "
-                                 "longest sequence, an int): reading it from cu_seqlens would sync the host")
-            packed = (cu_seqlens.shape[0] - 1, max_seqlen)
-        key = (tuple(q.shape), tuple(k.shape), tuple(v.shape), tuple(W.shape), tuple(f.shape),
-               str(q.dtype).removeprefix("torch."), h0 is not None, q.device.type, training, packed)
-        use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan_for_shapes(key, config, clip)
+        # traced: nothing here reads a size or a tensor value (sizes may be symbolic: dynamic=True,
+        # mark_dynamic, automatic dynamic; cu_seqlens lives on the device). The op looks its configs
+        # up when it runs, for the sizes it gets (_configs), and sizes the checkpoints then.
+        use_kernels, plan = _dynamic_plan(q.device.type, str(q.dtype).removeprefix("torch."),
+                                          config, clip, training)
+        n_seq = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+        ckpt_every, n_chunks = 0, 0
     else:
         problem = problem_of(Inputs(q, k, v, W, f, h0, cu_seqlens))   # clear errors, eagerly
         if max_seqlen is not None and max_seqlen < problem.S:
@@ -268,14 +283,6 @@ def _plan(problem: Problem, device_type: str, config: Any, clip: float, training
 
 
 @torch._dynamo.assume_constant_result
-def _plan_for_shapes(key, config, clip):
-    (B, S, Nq, K), (_, _, Nk, _), (_, _, Nv, V), (Nw, _, _), (_, _, Nf), dtype, has_h0, device, training, \
-        packed = key
-    heads = dict(K=K, V=V, Nq=Nq, Nk=Nk, Nv=Nv, Nw=Nw, Nf=Nf, dtype=dtype, h0=has_h0)
-    if packed is not None:
-        # the lookup reads B (sequences) and S (the longest); it never reads the other lengths
-        n_seq, max_seqlen = packed
-        problem = Problem.varlen((max_seqlen,) * n_seq, **heads)
-    else:
-        problem = Problem(B=B, S=S, **heads)
-    return _plan(problem, device, config, clip, training)
+def _dynamic_plan(device_type: str, dtype: str, config, clip: float, training: bool) -> tuple[bool, str]:
+    kernels = dtype != "float64" and _kernels_available(torch.device(device_type))
+    return kernels, (_dynamic_plan_json(config, clip, training) if kernels else "")

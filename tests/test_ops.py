@@ -121,12 +121,9 @@ def test_torch_compile_fullgraph_matches_eager():
         torch.testing.assert_close(a, b)
 
 
-# longer=9: max_seqlen 20 promises two 16-step chunks (the interpreter's default CKPT) where the
-# longest sequence, 11 steps, writes one
-@pytest.mark.parametrize("longer", [0, 9], ids=["max_seqlen-exact", "max_seqlen-longer"])
-def test_packed_sequences_under_torch_compile_fullgraph(longer):
-    """cu_seqlens with max_seqlen traces without a host sync or a graph break, and matches eager
-    (a max_seqlen past the longest sequence pads the checkpoints, which the backward cuts back)."""
+@pytest.mark.parametrize("max_seqlen", [None, 11, 20])
+def test_packed_sequences_under_torch_compile_fullgraph(max_seqlen):
+    """cu_seqlens traces without a host sync or a graph break (max_seqlen or not) and matches eager."""
     from m2tune.inputs import make_inputs
     lens = (5, 11, 3)
     p = Problem.varlen(lens, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
@@ -135,7 +132,7 @@ def test_packed_sequences_under_torch_compile_fullgraph(longer):
     ins = [t.float().requires_grad_(True) for t in (x.q[0], x.k[0], x.v[0], x.W, x.f[0], x.h0)]
 
     def loss(q, k, v, W, f, h0):
-        y, h = m2rnn(q, k, v, W, f, h0, cu_seqlens=cu, max_seqlen=max(lens) + longer, gradient_clipping=0.5)
+        y, h = m2rnn(q, k, v, W, f, h0, cu_seqlens=cu, max_seqlen=max_seqlen, gradient_clipping=0.5)
         return (y * y).sum() + h.sum()
 
     torch._dynamo.reset()
@@ -149,6 +146,42 @@ def test_packed_sequences_under_torch_compile_fullgraph(longer):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("how, frames", [("dynamic", 1), ("mark_dynamic", 1), ("automatic", 2)])
+def test_dynamic_shapes_one_compile_for_every_length(how, frames):
+    """torch.compile(dynamic=True), mark_dynamic on B and S, and automatic dynamic (a static graph,
+    then one dynamic one after the second size): no compile per length (the lookup runs inside the
+    op for the sizes it gets), equal to eager in loss and gradients."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from m2tune.inputs import make_inputs
+
+    def loss(q, k, v, W, f, h0):
+        y, h = m2rnn(q, k, v, W, f, h0, gradient_clipping=0.5)
+        return (y * y).sum() + h.sum()
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss, fullgraph=True, backend=counter, dynamic=True if how == "dynamic" else None)
+    # sizes that never coincide with another dim: torch's duck sizing would guard on B == Nv
+    for B, S in ((3, 5), (5, 18), (7, 9))[:frames + 1]:
+        p = Problem(B=B, S=S, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
+        x = make_inputs(p, seed=S)
+        ins = [t.float().requires_grad_(True) for t in (x.q, x.k, x.v, x.W, x.f, x.h0)]
+        if how == "mark_dynamic":
+            for t in ins[:2] + ins[2:3] + ins[4:5]:
+                torch._dynamo.mark_dynamic(t, 0)
+                torch._dynamo.mark_dynamic(t, 1)
+            torch._dynamo.mark_dynamic(ins[5], 0)
+        l1 = compiled(*ins)
+        g1 = torch.autograd.grad(l1, ins)
+        l0 = loss(*ins)
+        g0 = torch.autograd.grad(l0, ins)
+        torch.testing.assert_close(l1, l0)
+        for a, b in zip(g1, g0):
+            torch.testing.assert_close(a, b)
+    assert counter.frame_count == frames, counter.frame_count
+
+
 def test_max_seqlen_is_checked():
     q = torch.rand(9, 1, 4)
     args = (q, q, torch.rand(9, 1, 2), torch.rand(1, 2, 2), torch.rand(9, 1))
@@ -160,11 +193,6 @@ def test_max_seqlen_is_checked():
     with pytest.raises(ValueError, match="without cu_seqlens"):
         m2rnn(q[None], q[None], torch.rand(1, 9, 1, 2), torch.rand(1, 2, 2), torch.rand(1, 9, 1), max_seqlen=9)
 
-    def traced(*a):
-        return m2rnn(*a, cu_seqlens=cu)[0].sum()
-    torch._dynamo.reset()
-    with pytest.raises(Exception, match="need `max_seqlen`"):
-        torch.compile(traced, fullgraph=True, backend="aot_eager")(*args)
 
 
 def test_the_plan_says_whether_the_backward_is_compiled_ahead():
