@@ -101,6 +101,17 @@ def test_packed_T_layout_names_the_tensor_in_the_other_layout():
               cu_seqlens=torch.tensor([0, 4, 9]))
 
 
+def _same_as_eager(compiled, loss, ins) -> None:
+    """The compiled loss and its gradient of every input equal the eager ones."""
+    l1 = compiled(*ins)
+    g1 = torch.autograd.grad(l1, ins)
+    l0 = loss(*ins)
+    g0 = torch.autograd.grad(l0, ins)
+    torch.testing.assert_close(l1, l0)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b)
+
+
 def test_torch_compile_fullgraph_matches_eager():
     p = Problem(B=2, S=6, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
     from m2tune.inputs import make_inputs
@@ -112,22 +123,16 @@ def test_torch_compile_fullgraph_matches_eager():
         return (y * y).sum() + h.sum()
 
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    l1 = compiled(*ins)
-    g1 = torch.autograd.grad(l1, ins)
-    l0 = loss(*ins)
-    g0 = torch.autograd.grad(l0, ins)
-    torch.testing.assert_close(l1, l0)
-    for a, b in zip(g1, g0):
-        torch.testing.assert_close(a, b)
+    _same_as_eager(compiled, loss, ins)
 
 
 @pytest.mark.parametrize("max_seqlen", [None, 11, 20])
-def test_packed_sequences_under_torch_compile_fullgraph(max_seqlen):
+def test_packed_sequences_under_torch_compile_fullgraph(max_seqlen, device):
     """cu_seqlens traces without a host sync or a graph break (max_seqlen or not) and matches eager."""
     from m2tune.inputs import make_inputs
     lens = (5, 11, 3)
     p = Problem.varlen(lens, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
-    x = make_inputs(p, seed=1)
+    x = make_inputs(p, seed=1, device=device)
     cu = x.cu_seqlens
     ins = [t.float().requires_grad_(True) for t in (x.q[0], x.k[0], x.v[0], x.W, x.f[0], x.h0)]
 
@@ -137,17 +142,11 @@ def test_packed_sequences_under_torch_compile_fullgraph(max_seqlen):
 
     torch._dynamo.reset()
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    l1 = compiled(*ins)
-    g1 = torch.autograd.grad(l1, ins)
-    l0 = loss(*ins)
-    g0 = torch.autograd.grad(l0, ins)
-    torch.testing.assert_close(l1, l0)
-    for a, b in zip(g1, g0):
-        torch.testing.assert_close(a, b)
+    _same_as_eager(compiled, loss, ins)
 
 
 @pytest.mark.parametrize("how, frames", [("dynamic", 1), ("mark_dynamic", 1), ("automatic", 2)])
-def test_dynamic_shapes_one_compile_for_every_length(how, frames):
+def test_dynamic_shapes_one_compile_for_every_length(how, frames, device):
     """torch.compile(dynamic=True), mark_dynamic on B and S, and automatic dynamic (a static graph,
     then one dynamic one after the second size): no compile per length (the lookup runs inside the
     op for the sizes it gets), equal to eager in loss and gradients."""
@@ -165,20 +164,14 @@ def test_dynamic_shapes_one_compile_for_every_length(how, frames):
     # sizes that never coincide with another dim: torch's duck sizing would guard on B == Nv
     for B, S in ((3, 5), (5, 18), (7, 9))[:frames + 1]:
         p = Problem(B=B, S=S, K=8, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
-        x = make_inputs(p, seed=S)
+        x = make_inputs(p, seed=S, device=device)
         ins = [t.float().requires_grad_(True) for t in (x.q, x.k, x.v, x.W, x.f, x.h0)]
         if how == "mark_dynamic":
             for t in ins[:2] + ins[2:3] + ins[4:5]:
                 torch._dynamo.mark_dynamic(t, 0)
                 torch._dynamo.mark_dynamic(t, 1)
             torch._dynamo.mark_dynamic(ins[5], 0)
-        l1 = compiled(*ins)
-        g1 = torch.autograd.grad(l1, ins)
-        l0 = loss(*ins)
-        g0 = torch.autograd.grad(l0, ins)
-        torch.testing.assert_close(l1, l0)
-        for a, b in zip(g1, g0):
-            torch.testing.assert_close(a, b)
+        _same_as_eager(compiled, loss, ins)
     assert counter.frame_count == frames, counter.frame_count
 
 
