@@ -217,10 +217,34 @@ def _backward(ctx, dy, dh_T, _dckpt):
 torch.library.register_autograd("m2tune::m2rnn_fwd", _backward, setup_context=_setup_context)
 
 
-def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: torch.Tensor,
-          h0: Optional[torch.Tensor] = None, *, cu_seqlens: Optional[torch.Tensor] = None,
-          max_seqlen: Optional[int] = None, gradient_clipping: Optional[float] = None,
-          config: Optional[Mapping[str, ConfigLike]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+# the authors' op spells its inputs so (a call ports by changing the import); forget_input is the
+# forget gate f in (0, 1), input_state the initial state h0
+AUTHORS_NAMES = {"query": "q", "key": "k", "value": "v", "weight": "W", "forget_input": "f",
+                 "input_state": "h0"}
+
+
+def _inputs_by_either_name(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple:
+    for alias, name in AUTHORS_NAMES.items():
+        if theirs[alias] is not None:
+            if ours[name] is not None:
+                raise TypeError(f"m2rnn: `{name}` and `{alias}` name the same input: give one")
+            ours[name] = theirs[alias]
+    for name in ("q", "k", "v", "W", "f"):
+        if ours[name] is None:
+            alias = next(a for a, n in AUTHORS_NAMES.items() if n == name)
+            raise TypeError(f"m2rnn: missing the input `{name}` (or `{alias}`)")
+    return tuple(ours.values())
+
+
+def m2rnn(q: Optional[torch.Tensor] = None, k: Optional[torch.Tensor] = None,
+          v: Optional[torch.Tensor] = None, W: Optional[torch.Tensor] = None,
+          f: Optional[torch.Tensor] = None, h0: Optional[torch.Tensor] = None, *,
+          cu_seqlens: Optional[torch.Tensor] = None, max_seqlen: Optional[int] = None,
+          gradient_clipping: Optional[float] = None, config: Optional[Mapping[str, ConfigLike]] = None,
+          query: Optional[torch.Tensor] = None, key: Optional[torch.Tensor] = None,
+          value: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+          forget_input: Optional[torch.Tensor] = None, input_state: Optional[torch.Tensor] = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
     """M²RNN recurrence. Returns y (like v, with N heads) and the final state h_T (fp32).
 
     q (B, S, Nq, K), k (B, S, Nk, K), v (B, S, Nv, V), W (Nw, V, V), f (B, S, Nf), h0 (B, N, K, V).
@@ -230,7 +254,13 @@ def m2rnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f:
     nothing reads sizes or cu_seqlens at trace time: the op looks its configs up when it runs.
     config: {"forward": ..., "backward": ...}, each a KernelConfig or a dict of
     parameters over the template's defaults; None picks defaults for the device.
+    query, key, value, weight, forget_input, input_state: the authors' op's names for q, k, v, W,
+    f, h0 (either spelling, not both).
     """
+    q, k, v, W, f, h0 = _inputs_by_either_name(
+        dict(q=q, k=k, v=v, W=W, f=f, h0=h0),
+        dict(query=query, key=key, value=value, weight=weight, forget_input=forget_input,
+             input_state=input_state))
     for name, t in (("q", q), ("k", k), ("v", v), ("W", W), ("f", f)):
         check_tensor(name, t, "")
     if h0 is not None:

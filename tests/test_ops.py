@@ -94,6 +94,36 @@ def test_packed_T_layout_equals_the_batched_one_with_gradients(clip, device):
         torch.testing.assert_close(a, b)
 
 
+def test_packed_T_layout_equals_one_run_per_sequence(device):
+    """Packed (T, N, ...) against each sequence run alone in the (B=1, S, N, ...) layout: y, h_T and
+    every gradient (W's summed over the sequences)."""
+    g = torch.Generator().manual_seed(5)
+    lens = (6, 13, 2)
+    T, cu = sum(lens), torch.tensor([0, 6, 19, 21], device=device)
+
+    def r(*shape):
+        return torch.rand(*shape, generator=g).to(device)
+    q, k, v, f = r(T, 1, 8) - 0.5, r(T, 1, 8) - 0.5, r(T, 2, 4) - 0.5, 0.5 + 0.4 * r(T, 2)
+    W, h0 = torch.eye(4, device=device).repeat(2, 1, 1) + 0.1 * r(2, 4, 4), 0.1 * r(3, 2, 8, 4)
+    packed = [t.clone().requires_grad_() for t in (q, k, v, W, f, h0)]
+    y, h = m2rnn(*packed, cu_seqlens=cu, gradient_clipping=0.5)
+    (y.square().sum() + h.sum()).backward()
+    alone = [t.clone().requires_grad_() for t in (q, k, v, W, f, h0)]
+    ys, hs, start = [], [], 0
+    for i, n in enumerate(lens):
+        part = slice(start, start + n)
+        yi, hi = m2rnn(*(t[part][None] for t in alone[:3]), alone[3], alone[4][part][None],
+                       alone[5][i:i + 1], gradient_clipping=0.5)
+        (yi.square().sum() + hi.sum()).backward()
+        ys.append(yi[0])
+        hs.append(hi)
+        start += n
+    torch.testing.assert_close(y, torch.cat(ys))
+    torch.testing.assert_close(h, torch.cat(hs))
+    for a, b in zip(packed, alone):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
 def test_packed_T_layout_names_the_tensor_in_the_other_layout():
     q = torch.rand(9, 1, 4)
     with pytest.raises(InputError, match="`v` expected 3 dims \\(T, Nv, V\\), packed as q"):
@@ -173,6 +203,20 @@ def test_dynamic_shapes_one_compile_for_every_length(how, frames, device):
             torch._dynamo.mark_dynamic(ins[5], 0)
         _same_as_eager(compiled, loss, ins)
     assert counter.frame_count == frames, counter.frame_count
+
+
+def test_the_authors_keyword_names_give_the_same_call():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.rand(2, 5, 1, 4, generator=g) for _ in range(3))
+    W, f, h0 = torch.rand(1, 4, 4, generator=g), torch.rand(2, 5, 1, generator=g), torch.rand(2, 1, 4, 4, generator=g)
+    ours = m2rnn(q, k, v, W, f, h0, gradient_clipping=1.0)
+    theirs = m2rnn(query=q, key=k, value=v, weight=W, forget_input=f, input_state=h0, gradient_clipping=1.0)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(TypeError, match="`q` and `query` name the same input"):
+        m2rnn(q, k, v, W, f, query=q)
+    with pytest.raises(TypeError, match="missing the input `f` \\(or `forget_input`\\)"):
+        m2rnn(query=q, key=k, value=v, weight=W)
 
 
 def test_max_seqlen_is_checked():
