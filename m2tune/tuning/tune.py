@@ -149,7 +149,7 @@ class Tuner:
         running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
         stops = ((lambda: self.progress.done + running >= self.opts.trials, None),
                  (lambda: self._deadline is not None and time.time() >= self._deadline,
-                  f"stopped at the time budget ({self.opts.budget_s:g} s): the study resumes where it stopped"),
+                  f"stopped at the time budget ({self.opts.budget_s} s): the study resumes where it stopped"),
                  (lambda: free >= FREE_PER_TRIAL * self.opts.trials,
                   f"stopped after {free} candidates rejected or pruned before running (the cap is "
                   f"{FREE_PER_TRIAL} per trial asked): the space hardly fits this problem"),
