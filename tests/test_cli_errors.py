@@ -33,6 +33,7 @@ MISTAKES = {
     "predict-unknown-parameter": (["predict", "--config", "STRAY=1"], "no parameter STRAY"),
     "predict-unknown-gpu": (["predict", "--gpu", "nvidia-z999"], "nvidia-z999"),
     "show-bad-shape": (["show", "--shape", "nope"], "--shape"),
+    "show-bad-ad-hoc-shape": (["show", "--shape", "B=1,S=64,K=16,V=16"], "missing N"),
     "bench-bad-grid": (["bench", "--shape", "tiny", "--grid", "nope"], "no grid 'nope'"),
 }
 

@@ -52,3 +52,14 @@ def test_an_ad_hoc_shape_is_tuned_and_exported_for_its_own_bucket(tmp_path):
     (written,) = export(storage, tmp_path / "profiles")
     entry = json.loads(written.read_text())["entries"][0]
     assert entry["bucket"] == bucket_of(SHAPES["tiny"]) and entry["name"] == text
+
+
+def test_show_and_predict_take_an_ad_hoc_shape():
+    from click.testing import CliRunner
+
+    from m2tune.cli import main
+    text = "B=1,S=16384,K=64,V=16,N=132"
+    shown = CliRunner().invoke(main, ["show", "--shape", text, "--gpu", "nvidia-h200"])
+    assert shown.exit_code == 0 and "B=1 S=16384 K=64 V=16" in shown.output, shown.output
+    predicted = CliRunner().invoke(main, ["predict", "--shape", text, "--gpu", "nvidia-h200"])
+    assert predicted.exit_code == 0 and "predicted for NVIDIA H200" in predicted.output, predicted.output

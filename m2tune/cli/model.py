@@ -7,9 +7,9 @@ from typing import Optional
 import click
 
 from .. import variants
-from ..problem import SHAPES, shape as named_shape
+from ..problem import shape as named_shape
 from .group import CliError, main
-from .options import Bar, echo_json, gpu_option, json_option, parse_params, profiles_out
+from .options import Bar, echo_json, gpu_option, json_option, parse_params, profiles_out, shape_option
 
 
 @main.command()
@@ -48,7 +48,7 @@ def calibrate(out: Optional[Path], refit: Optional[Path], fwd_configs: int, bwd_
 
 
 @main.command()
-@click.option("--shape", "shape_name", default="paper-7b", show_default=True, type=click.Choice(sorted(SHAPES)))
+@shape_option()
 @click.option("--variant", default="m2rnn_fwd", show_default=True, type=click.Choice(variants.names()))
 @gpu_option("GPU whose hardware profile prices the config (e.g. nvidia-h200) [default: this GPU].")
 @click.option("--config", "config_text", default=None, help="Parameters that differ from the default, "

@@ -15,6 +15,26 @@ def gpu_option(help: str) -> Callable:
     return click.option("--gpu", "--target", "gpu", default=None, metavar="NAME", help=help)
 
 
+class ShapeName(click.ParamType):
+    """A named shape (m2tune shapes) or an ad-hoc one, B=1,S=16384,K=64,V=16,N=132; kept as given."""
+    name = "shape"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> str:
+        from ..problem import shape
+        try:
+            shape(value)
+        except (KeyError, ValueError) as exc:
+            self.fail(str(exc).strip('"'), param, ctx)
+        return value
+
+
+def shape_option(**kw: Any) -> Callable:
+    """--shape: a named shape or an ad-hoc B=..,S=..,K=..,V=..,N=.. (problem.parse_shape)."""
+    return click.option("--shape", "shape_name", default="paper-7b", show_default=True, type=ShapeName(),
+                        help="A named shape (m2tune shapes) or B=1,S=16384,K=64,V=16,N=132 "
+                             "(optional Nq Nk Nv Nw Nf dtype shared_qk).", **kw)
+
+
 def storage_option(help: str = "Optuna storage URL of the studies") -> Callable:
     return click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
                         help=help + "; a postgresql:// URL shared by several hosts makes them work on one study.")

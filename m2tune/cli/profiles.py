@@ -7,15 +7,15 @@ from typing import Optional
 import click
 
 from .. import variants
-from ..problem import SHAPES, shape as named_shape
+from ..problem import shape as named_shape
 from .group import main
-from .options import echo_json, gpu_option, json_option
+from .options import echo_json, gpu_option, json_option, shape_option
 
 CALLS = (("forward", True, "training"), ("backward", True, "training"), ("forward", False, "inference (no gradients)"))
 
 
 @main.command()
-@click.option("--shape", "shape_name", default="paper-7b", show_default=True, type=click.Choice(sorted(SHAPES)))
+@shape_option()
 @gpu_option("GPU name or slug to look up for [default: this machine's GPU].")
 @click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]))
 @click.option("--with-state", is_flag=True, help="The call passes h0 (an initial state).")
