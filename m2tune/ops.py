@@ -73,51 +73,52 @@ def configs_for(problem: Problem, config: Any = None, *, gpu: Optional[str] = No
     return c["forward"].config, c["backward"].config
 
 
-def _from_json(text: str, part: str) -> KernelConfig:
-    data = json.loads(text)[part]
+def _config_json(config: KernelConfig) -> dict[str, Any]:
+    return {"variant": config.variant, "params": config.as_dict()}
+
+
+def _config_of(data: Mapping[str, Any]) -> KernelConfig:
     return KernelConfig.of(data["variant"], data["params"])
 
 
 def _plan_json(forward: KernelConfig, backward: KernelConfig, clip: float, training: bool) -> str:
     """Everything the op needs besides tensors, as one string argument of the forward op."""
-    part = lambda c: {"variant": c.variant, "params": c.as_dict()}  # noqa: E731
-    return json.dumps({"forward": part(forward), "backward": part(backward), "clip": clip,
+    return json.dumps({"forward": _config_json(forward), "backward": _config_json(backward), "clip": clip,
                        "training": training}, sort_keys=True)
 
 
 def _dynamic_plan_json(config: Any, clip: float, training: bool) -> str:
-    """The plan of a call traced with symbolic sizes: the configs are looked up inside the op, at
-    run time, for the concrete sizes (_configs); the caller's config overrides travel along."""
+    """The plan of a traced call: the configs are looked up inside the op, at run time, for the
+    concrete sizes (_configs); the caller's config overrides travel along."""
     given = None
     if config:
-        given = {role: ({"variant": c.variant, "params": c.as_dict()} if isinstance(c, KernelConfig)
-                        else {"params": dict(c)}) for role, c in config.items() if c is not None}
+        given = {role: (_config_json(c) if isinstance(c, KernelConfig) else {"params": dict(c)})
+                 for role, c in config.items() if c is not None}
     return json.dumps({"dynamic": given, "clip": clip, "training": training}, sort_keys=True)
 
 
-def _configs(plan: str, problem: Problem, device: torch.device) -> tuple[KernelConfig, KernelConfig]:
-    """(forward, backward) configs of a call: as planned, or for a dynamic plan looked up now, for
-    the concrete problem (the same lookup the forward and the backward op make, so they agree)."""
-    data = json.loads(plan)
-    if "dynamic" not in data:
-        return _from_json(plan, "forward"), _from_json(plan, "backward")
-    given = {role: (KernelConfig.of(c["variant"], c["params"]) if "variant" in c else c["params"])
-             for role, c in (data["dynamic"] or {}).items()}
+def _configs(plan: Mapping[str, Any], problem: Problem, device: torch.device) -> tuple[KernelConfig, KernelConfig]:
+    """(forward, backward) configs of a call from its parsed plan: as planned, or for a dynamic plan
+    looked up now, for the concrete problem (the same lookup the forward and the backward op make,
+    so they agree)."""
+    if "dynamic" not in plan:
+        return _config_of(plan["forward"]), _config_of(plan["backward"])
+    given = {role: (_config_of(c) if "variant" in c else c["params"]) for role, c in (plan["dynamic"] or {}).items()}
     gpu = current_gpu() if device.type == "cuda" else None
-    return configs_for(problem, given or None, gpu=gpu, training=data["training"], clipping=data["clip"] > 0)
+    return configs_for(problem, given or None, gpu=gpu, training=plan["training"], clipping=plan["clip"] > 0)
 
 
 def _compile_key(plan: str, problem: Problem) -> str:
     return f"{plan}|{problem.describe()}"
 
 
-def _compile_backward_ahead(plan: str, problem: Problem, x: Inputs, ckpt_shape: tuple) -> None:
-    """Training on a GPU: compile the backward kernel in a background thread while the forward
-    compiles and runs (m2tune/compile_ahead.py); its arguments are meta tensors of the same shapes."""
-    if '"training": true' not in plan or x.q.device.type != "cuda" or variants.interpreting():
+def _compile_backward_ahead(plan: str, data: Mapping[str, Any], config: KernelConfig, problem: Problem,
+                            x: Inputs, ckpt_shape: tuple) -> None:
+    """Training on a GPU: compile the backward kernel (`config`, from the parsed plan `data`) in a
+    background thread while the forward compiles and runs (m2tune/compile_ahead.py); its arguments
+    are meta tensors of the same shapes."""
+    if not data["training"] or x.q.device.type != "cuda" or variants.interpreting():
         return
-    data = json.loads(plan)
-    config = _configs(plan, problem, x.q.device)[1]
     meta = Inputs(*(None if t is None else torch.empty_like(t, device="meta")
                     for t in (x.q, x.k, x.v, x.W, x.f, x.h0, x.cu_seqlens)))
     device = x.q.device
@@ -149,14 +150,15 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
     problem = problem_of(x)
-    config, bwd_config = _configs(plan, problem, q.device)
+    data = json.loads(plan)
+    config, bwd_config = _configs(data, problem, q.device)
     # the chunk is the backward's CKPT (for a traced call chosen just now); the fake of a traced
     # call promised a chunk count decided here (ckpt_every 0), an eager call cdiv(S, CKPT)
     ckpt_every = bwd_config["CKPT"]
     y = torch.empty(_y_shape(v, problem.N), dtype=q.dtype, device=q.device)
     h_T = torch.empty(problem.B, problem.N, problem.K, problem.V, dtype=torch.float32, device=q.device)
     chunks = -(-problem.S // ckpt_every)
-    _compile_backward_ahead(plan, problem, x, (n_seq, problem.N, chunks, problem.K, problem.V))
+    _compile_backward_ahead(plan, data, bwd_config, problem, x, (n_seq, problem.N, chunks, problem.K, problem.V))
     ckpt = variants.load(config.variant).launch(problem, config, x, y, h_T, ckpt_every=ckpt_every)
     return y, h_T, ckpt
 
@@ -179,7 +181,7 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
     problem = problem_of(x)
-    config = _configs(plan, problem, q.device)[1]
+    config = _configs(json.loads(plan), problem, q.device)[1]
     clip = gradient_clipping if gradient_clipping > 0 else None
     compile_ahead.wait(_compile_key(plan, problem))     # never compile the same kernel twice
     g = variants.load(config.variant).launch_backward(problem, config, x, ckpt, dy.contiguous(),

@@ -244,7 +244,7 @@ def test_the_plan_says_whether_the_backward_is_compiled_ahead():
         assert json.loads(ops._plan_json(fwd, bwd, 0.0, training))["training"] is training
     compile_ahead.forget()
     plan = ops._plan_json(fwd, bwd, 0.0, True)
-    ops._compile_backward_ahead(plan, p, make_inputs(p, seed=0), (1, 1, 1, 8, 4))   # CPU tensors
+    ops._compile_backward_ahead(plan, json.loads(plan), bwd, p, make_inputs(p, seed=0), (1, 1, 1, 8, 4))  # CPU
     assert compile_ahead.start(ops._compile_key(plan, p), lambda: None)        # so nothing started
     compile_ahead.forget()
 
