@@ -31,7 +31,12 @@ from typing import Any, Optional
 from .. import variants
 from ..coverage import PATHS, PLAN_VERSION
 from ..problem import KernelConfig, Problem
+
 INTERPRETER_HEADS = 2
+# The interpreter's time grows with the steps a plan walks (about 0.3 s per sequence-step of a K=64
+# training step): a trial's time limit grows with them past this many, so a candidate with long
+# checkpoint chunks is not scored as hanging.
+STEPS_PER_TIMEOUT = 400
 GPU_LONG = 512               # steps: where bf16 I/O with an fp32 state shows compounding (tolerance.py)
 GPU_PACKED_LONG = 300
 
@@ -71,6 +76,10 @@ class Plan:
         """Steps summed over the plan's sequences: what an interpreter run costs, roughly."""
         return sum(sum(c.problem.seqlens) if c.problem.is_varlen else c.problem.B * sum(c.lengths)
                    for c in self.cases)
+
+    def time_limit(self, base_s: float) -> float:
+        """A trial's time limit for this plan: `base_s`, grown with the steps past STEPS_PER_TIMEOUT."""
+        return base_s * max(1.0, self.sequence_steps / STEPS_PER_TIMEOUT)
 
     def record(self) -> dict[str, Any]:
         """What a trial and a tuned entry keep: enough for the runtime to decide what it covers."""

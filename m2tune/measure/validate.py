@@ -31,6 +31,11 @@ __all__ = ["AUTO_CLIP", "TOLERANCES", "Tolerance", "OutputCheck", "ValidationRes
 AUTO_CLIP = "auto"        # validate_training(clip=AUTO_CLIP): a bound that binds on some steps
 
 
+def where(case: str, S: int) -> str:
+    """How checks and failures name the problem they ran on: `packed S=40`, or `S=40`."""
+    return f"{case} S={S}" if case else f"S={S}"
+
+
 @dataclass
 class OutputCheck:
     name: str
@@ -47,7 +52,7 @@ class OutputCheck:
 
     @property
     def where(self) -> str:
-        return f"{self.case} S={self.length}" if self.case else f"S={self.length}"
+        return where(self.case, self.length)
 
     def describe(self) -> str:
         state = "ok" if self.ok else ("NaN/Inf left in output" if not self.finite else "too large")
@@ -165,30 +170,29 @@ class _Judge:
 
 def rounded_like(base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """`base` rounded to the dtype of the candidate's output as the platform that made it rounds.
-    A GPU rounds to nearest; Triton's interpreter (3.6, measured: bench/results/2026-12-01-cpu-
-    tolerance) truncates every fp32 -> bf16 conversion, whatever fp_downcast_rounding says, so
-    its honest bf16 outputs sit twice as far from float64 as round-to-nearest ones."""
+    A GPU rounds to nearest; Triton 3.6's interpreter (measured with bench/tolerance_table.py in
+    the interpreter; that run is not committed) truncates every fp32 -> bf16 conversion, whatever
+    fp_downcast_rounding says, so its honest bf16 outputs sit twice as far from float64 as
+    round-to-nearest ones."""
     if out.dtype == torch.bfloat16 and out.device.type == "cpu" and interpreting():
         bits = base.float().contiguous().view(torch.int32) & -65536        # drop the low 16 bits
         return bits.view(torch.float32).to(torch.bfloat16)                 # exact: nothing to round
     return base.to(out.dtype)
 
 
-def _states_at(x: Inputs, dtype: torch.dtype, every: int) -> torch.Tensor:
-    """The reference's state at the start of every chunk of `every` steps: (num_seqs, N, chunks, K, V),
-    chunks past a sequence's end zero (the kernel leaves them unwritten; they are masked out)."""
-    p = problem_of(x)
+def _chunk_states(p: Problem, x: Inputs, dtype: torch.dtype, every: int):
+    """(states, observe): a zeroed (num_seqs, N, chunks, K, V) tensor that `observe`, passed to the
+    reference run on x, fills with the state at the start of every chunk of `every` steps (chunks
+    past a sequence's end stay zero: the kernel leaves them unwritten; they are masked out)."""
     out = torch.zeros(p.B, p.N, -(-p.S // every), p.K, p.V, dtype=dtype, device=x.q.device)
-    h0 = x.h0 if x.h0 is not None else torch.zeros(p.B, p.N, p.K, p.V, dtype=dtype, device=x.q.device)
-    out[:, :, 0] = h0.to(dtype)
+    if x.h0 is not None:
+        out[:, :, 0] = x.h0.to(dtype)
 
     def observe(seq, t, h):
         if (t + 1) % every == 0 and (t + 1) // every < out.shape[2]:
             rows = slice(None) if seq is None else slice(seq, seq + 1)
             out[rows, :, (t + 1) // every] = h
-    with torch.no_grad():
-        m2rnn_reference(*_args(x), cu_seqlens=x.cu_seqlens, dtype=dtype, observe=observe)
-    return out
+    return out, observe
 
 
 def _chunk_mask(p: Problem, every: int, device) -> torch.Tensor:
@@ -207,9 +211,13 @@ def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
     dtype, result = TORCH_DTYPES[problem.dtype], result if result is not None else ValidationResult()
     judge = _Judge(problem, rounding, case, result)
     for i, S, p, x_dt, x64 in _checks(problem, lengths, seed, device):
+        # the checkpoints' references come from the same reference runs (observed per step)
+        ck64, see64 = _chunk_states(p, x64, torch.float64, ckpt_every) if ckpt_every else (None, None)
+        ck_b, see_b = _chunk_states(p, x_dt, judge.state, ckpt_every) if ckpt_every else (None, None)
         with torch.no_grad():
-            y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens)
-            y_b, h_b = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens, dtype=judge.state)
+            y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens, observe=see64)
+            y_b, h_b = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens, dtype=judge.state,
+                                       observe=see_b)
         y = torch.full(y64.shape, float("nan"), dtype=dtype, device=device)
         h_T = torch.full(h64.shape, float("nan"), dtype=torch.float32, device=device)
         try:
@@ -217,16 +225,15 @@ def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
             if y.is_cuda:
                 torch.cuda.synchronize(y.device)
         except Exception as exc:  # a candidate that raises is a failed candidate, not a crash
-            result.error = f"launch failed at {case + ' ' if case else ''}S={S}: {type(exc).__name__}: {exc}"
+            result.error = f"launch failed at {where(case, S)}: {type(exc).__name__}: {exc}"
             result.error_kind = status.classify(exc)
             return result
         judge.add("y", S, p, y, y64, y_b, True)
         judge.add("h_T", S, p, h_T, h64, h_b, False)
         if ckpt_every:
             mask = _chunk_mask(p, ckpt_every, device)
-            ref = _states_at(x64, torch.float64, ckpt_every)
             out = None if ckpt is None else torch.where(mask, ckpt, torch.zeros((), dtype=ckpt.dtype, device=device))
-            judge.add("ckpt", S, p, out, ref, _states_at(x_dt, judge.state, ckpt_every), None)
+            judge.add("ckpt", S, p, out, ck64, ck_b, None)
     return result
 
 
@@ -288,14 +295,14 @@ def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: st
         bound = clip
         if clip == AUTO_CLIP:
             bound, binding = auto_clip(x64, dy, dh_T)
-            result.notes.append(f"{case + ' ' if case else ''}S={S}: gradient_clipping={bound:.3g} "
+            result.notes.append(f"{where(case, S)}: gradient_clipping={bound:.3g} "
                                 f"clamps {binding:.0%} of the state-gradient elements")
         y64, h64, g64 = _reference_grads(x64, bound, dy, dh_T, torch.float64)
         y_b, h_b, g_b = _reference_grads(x_dt, bound, dy, dh_T, judge.state)
         try:
             y, h_T, grads = train(x_dt, bound, dy.to(x_dt.q.dtype), dh_T.float())
         except Exception as exc:
-            result.error = f"training step failed at {case + ' ' if case else ''}S={S}: {type(exc).__name__}: {exc}"
+            result.error = f"training step failed at {where(case, S)}: {type(exc).__name__}: {exc}"
             result.error_kind = status.classify(exc)
             return result
         judge.add("y", S, p, y, y64, y_b, True)

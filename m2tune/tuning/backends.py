@@ -21,14 +21,10 @@ from .. import status, variants
 from ..model import perfmodel
 from ..model.hardware import HardwareProfile
 from ..problem import KernelConfig, Problem
-from .trial import GPU, INTERPRET, TrialRequest, TrialResult
+from .trial import GPU, INTERPRET, TrialRequest, TrialResult, interpretable
 from .worker import Worker
 
 NAMES = ("gpu", "model")
-# The interpreter's time grows with the steps a plan walks (about 0.3 s per sequence-step of a K=64
-# training step): a trial's time limit grows with them past this many, so a candidate with long
-# checkpoint chunks is not scored as hanging.
-INTERPRETER_STEPS_PER_TIMEOUT = 400
 
 
 @dataclass
@@ -78,15 +74,14 @@ class ModelEvaluator:
 
     def evaluate(self, variant: str, problem: Problem, config: KernelConfig, *, seed: int) -> Outcome:
         from ..measure.plan import plan_for
-        checked = config.with_params(TANH="exact") if config.get("TANH") == "approx" else config
+        checked, note = interpretable(config)
         request = TrialRequest(variant, problem, checked, mode=INTERPRET, device=None, seed=seed,
                                extra_variants=self.extra_variants)
         plan = plan_for(variant, problem, checked, interpreter=True)
-        timeout = self.trial_timeout_s * max(1.0, plan.sequence_steps / INTERPRETER_STEPS_PER_TIMEOUT)
-        result = self.worker.run(request, timeout)
+        result = self.worker.run(request, plan.time_limit(self.trial_timeout_s))
         attrs: dict[str, Any] = {}
-        if checked != config:
-            attrs["validated_as"] = "TANH=exact (the interpreter cannot run PTX tanh.approx)"
+        if note:
+            attrs["validated_as"] = note
         if not result.ok:
             return Outcome(result, None, predicted=True, attrs=attrs)
         try:

@@ -22,10 +22,8 @@ from typing import Callable, Iterator, Mapping, Optional
 from .. import status, variants
 from ..problem import KernelConfig
 from ..profile_file import ProfileFile, dumps, load
-from .trial import GPU, INTERPRET, TrialRequest
+from .trial import GPU, INTERPRET, TrialRequest, interpretable
 from .worker import Worker
-
-STEPS_PER_TIMEOUT = 400          # as the model backend: the limit grows with the plan's steps
 
 
 @dataclass
@@ -49,9 +47,7 @@ class Revalidated:
 
 def _request(kernel: str, entry_problem, config: KernelConfig, *, mode: str, device: Optional[int],
              seed: int, extra_variants: Mapping[str, tuple[str, str]]) -> tuple[TrialRequest, Optional[str]]:
-    checked, note = config, None
-    if mode == INTERPRET and config.get("TANH") == "approx":
-        checked, note = config.with_params(TANH="exact"), "TANH=exact (the interpreter cannot run PTX tanh.approx)"
+    checked, note = interpretable(config) if mode == INTERPRET else (config, None)
     return TrialRequest(kernel, entry_problem, checked, mode=mode, device=device, seed=seed,
                         extra_variants=dict(extra_variants)), note
 
@@ -83,7 +79,7 @@ def revalidate_file(path: Path, *, gpu: bool, device: int = 0, seed: int = 0, ti
                                          device=device if gpu else None, seed=seed + i,
                                          extra_variants=extra_variants)
                 plan = plan_for(pf.kernel, request.problem, request.config, interpreter=not gpu)
-                result = worker.run(request, timeout_s * max(1.0, plan.sequence_steps / STEPS_PER_TIMEOUT))
+                result = worker.run(request, plan.time_limit(timeout_s))
                 record = {k: v for k, v in (result.validated or plan.record()).items() if k != "notes"}
                 if note:
                     record["as"] = note

@@ -89,6 +89,17 @@ def _register(request: TrialRequest) -> None:
         variants.register(name, spec_ref, kernel_path)
 
 
+INTERPRETED_AS = "TANH=exact (the interpreter cannot run PTX tanh.approx)"
+
+
+def interpretable(config: KernelConfig) -> tuple[KernelConfig, Optional[str]]:
+    """The config the Triton interpreter checks in its place, and the note saying so (None when it
+    is the config itself): PTX tanh.approx cannot run there, the exact tanh stands in for it."""
+    if config.get("TANH") == "approx":
+        return config.with_params(TANH="exact"), INTERPRETED_AS
+    return config, None
+
+
 def _is_training(request: TrialRequest) -> bool:
     return variants.spec(request.variant).role == "backward"
 
