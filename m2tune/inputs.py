@@ -134,7 +134,8 @@ def problem_of(x: Inputs) -> Problem:
     if min(B, S, Nq, K, Nk, V, Nv, Nw, Nf) == 0:
         raise _fail("q", "no empty dimension", f"q {tuple(x.q.shape)}, v {tuple(x.v.shape)}, "
                     f"W {tuple(x.W.shape)}, f {tuple(x.f.shape)}")
-    N = _check_heads({"q": Nq, "k": Nk, "v": Nv, "W": Nw, "f": Nf})
+    heads = {"q": Nq, "k": Nk, "v": Nv, "W": Nw, "f": Nf}
+    N = _check_heads(heads)
 
     dtype = x.q.dtype
     if dtype not in _FLOATS:
@@ -160,7 +161,7 @@ def problem_of(x: Inputs) -> Problem:
         _rank("h0", x.h0, 4, "(B, N, K, V)")
         want = (nseq, N, K, V)
         if tuple(x.h0.shape) != want:
-            source = ", ".join(n for n, c in (("q", Nq), ("k", Nk), ("v", Nv), ("W", Nw), ("f", Nf)) if c == N)
+            source = ", ".join(n for n, c in heads.items() if c == N)
             raise _fail("h0", f"shape {want} (num sequences, N, K, V; N={N}, the head count of {source})",
                         f"shape {tuple(x.h0.shape)}")
         if x.h0.dtype not in _FLOATS:

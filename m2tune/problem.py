@@ -128,6 +128,12 @@ class KernelConfig:
         return " ".join(f"{k}={v}" for k, v in self.params)
 
 
+def member(value: Any, allowed: Iterable[Any]) -> bool:
+    """`value` is one of `allowed`, type-exact: YAML/JSON `true` must not pass for the int 1, nor
+    1.0 for 1 (search-space files, profile files)."""
+    return any(type(value) is type(a) and value == a for a in allowed)
+
+
 # Named shapes. The paper shapes use bf16 and one shared q/k head (Nq = Nk = 1),
 # with per-head v, W and forget gate.
 SHAPES: dict[str, Problem] = {

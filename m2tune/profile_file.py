@@ -140,6 +140,7 @@ def _config(config: Any, kernel: str, at: str) -> dict[str, Any]:
     """Parameter names and values the kernel's spec allows (the rest take its defaults)."""
     if not isinstance(config, dict):
         raise ProfileFileError(f"{at}: should be an object of parameters, got {type(config).__name__}")
+    from .problem import member
     try:
         from . import variants
         allowed = variants.spec(kernel).PARAMS
@@ -148,7 +149,7 @@ def _config(config: Any, kernel: str, at: str) -> dict[str, Any]:
     for name, value in config.items():
         if name not in allowed:
             raise ProfileFileError(f"{at}: unknown parameter {name!r} of {kernel} (known: {', '.join(allowed)})")
-        if not any(type(value) is type(a) and value == a for a in allowed[name]):
+        if not member(value, allowed[name]):
             raise ProfileFileError(f"{at}: {name}={_short(value)} not in {list(allowed[name])}")
     return dict(config)
 

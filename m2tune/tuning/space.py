@@ -16,9 +16,9 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
-from ..problem import KernelConfig, Problem, shape as named_shape
+from ..problem import KernelConfig, Problem, member, shape as named_shape
 from .rules import Env, Rule
 
 PROBLEM_NAMES = ("B", "S", "K", "V", "N", "Nq", "Nk", "Nv", "Nw", "Nf", "tokens", "dtype")
@@ -175,11 +175,6 @@ class SearchSpace:
         if unknown:
             raise ValueError(f"unknown parameters {unknown} for variant {self.variant!r}")
         return {**self.defaults, **params}
-
-
-def member(value: Any, allowed: Sequence[Any]) -> bool:
-    # type-exact: YAML `true` must not pass for the int 1, nor 1.0 for 1
-    return any(type(value) is type(a) and value == a for a in allowed)
 
 
 def problem_for(space: SearchSpace, name: str) -> Problem:

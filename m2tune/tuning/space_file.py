@@ -19,10 +19,10 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from .. import variants
-from ..problem import DTYPES, SHAPES, Problem
+from ..problem import DTYPES, SHAPES, Problem, member
 from ..resources import data_dir
 from .rules import RuleError, compile_rule
-from .space import (HEADS, PROBLEM_NAMES, Bucket, Constraint, Param, SearchSpace, SpaceError, member,
+from .space import (HEADS, PROBLEM_NAMES, Bucket, Constraint, Param, SearchSpace, SpaceError,
                     problem_env)
 
 _TOP_KEYS = ("variant", "description", "params", "constraints", "enqueue", "buckets")
