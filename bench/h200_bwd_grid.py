@@ -1,6 +1,8 @@
 """Backward kernels side by side at one shape: the current family against the lean one.
 
-Run from the repo root on a GPU machine:  PYTHONPATH=. python3 bench/h200_bwd_grid.py OUTDIR [SHAPE]
+Run from the repo root on a GPU machine:  PYTHONPATH=. python3 bench/h200_bwd_grid.py OUTDIR [SHAPE [GRID]]
+GRID names a list of configs below (`first`, the default: the first lean grid; `levers`: the
+tuned lean config with and without OVERLAP and register caps, and one-warp BLOCK_K=16 variants).
 Every config is compiled first, in parallel processes; each is then validated against float64
 autograd on a small problem with the shape's head sharing (bf16, h0, clipping that binds, two
 lengths, three chunks) and its backward alone timed at the full shape (checkpoints made once by an
@@ -40,6 +42,22 @@ CONFIGS += [
     (LEAN, {"MATMUL": "dot_tf32x3", "TANH": "approx", "BULK": 4, "DW_MATMUL": "dot_tf32", "num_warps": 2}),
 ]
 
+# the lean kernel tuned at paper-7b (bench/results/2026-12-01-h200-lean-ship) and its levers:
+# the next chunk recomputed during the sweep (OVERLAP), register caps for more resident programs
+TUNED_LEAN = {"BLOCK_K": 32, "BULK": 2, "CKPT": 32, "DW_MATMUL": "dot_bf16", "MATMUL": "dot_tf32", "PREFETCH": 1,
+              "TANH": "approx", "num_warps": 1}
+LEVERS = [(OLD, SHIPPED)]
+for params in (TUNED_LEAN, {**TUNED_LEAN, "MATMUL": "dot_bf16", "DW_MATMUL": "same"}):
+    for overlap in (0, 1):
+        for regs in (0, 168):
+            LEVERS.append((LEAN, {**params, "OVERLAP": overlap, "MAXNREG": regs}))
+for prefetch in (0, 1):
+    for overlap in (0, 1):
+        for regs in (0, 128):
+            LEVERS.append((LEAN, {**TUNED_LEAN, "BLOCK_K": 16, "PREFETCH": prefetch, "OVERLAP": overlap,
+                                  "MAXNREG": regs}))
+GRIDS = {"first": CONFIGS, "levers": LEVERS}
+
 
 def small(problem):
     """The shape's dims and head sharing, few heads, S long enough for three chunks and a part."""
@@ -48,10 +66,25 @@ def small(problem):
     return replace(problem, B=2, S=200, h0=True, **heads)
 
 
-def main(out, shape_name="paper-7b"):
+def profile(shape_name, grid, picks):
+    """Launch the picked configs of a grid (comma-separated indexes) once each at the full shape,
+    for ncu:  ncu --clock-control none -k regex:m2rnn_bwd -c N ... h200_bwd_grid.py OUT SHAPE GRID 0,3"""
+    problem = shape(shape_name)
+    for i in map(int, picks.split(",")):
+        kernel, params = GRIDS[grid][i]
+        spec = variants.spec(kernel)
+        config = spec.fit(spec.config(params), problem)
+        print(i, config.short(), flush=True)
+        prepare(problem, config, gradient_clipping=1.0).run()
+        torch.cuda.synchronize()
+
+
+def main(out, shape_name="paper-7b", grid="first", picks=None):
+    if picks:
+        return profile(shape_name, grid, picks)
     problem = shape(shape_name)
     configs = []
-    for kernel, params in CONFIGS:
+    for kernel, params in GRIDS[grid]:
         spec = variants.spec(kernel)
         config = spec.fit(spec.config(params), problem)
         why = spec.check(problem, config)
@@ -81,7 +114,8 @@ def main(out, shape_name="paper-7b"):
         torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
-    with open(f"{out}/bwd_grid.json", "w") as fh:
+    tag = shape_name.replace(",", "_").replace("=", "")
+    with open(f"{out}/bwd_grid-{grid}-{tag}.json" if grid != "first" else f"{out}/bwd_grid.json", "w") as fh:
         json.dump({"environment": environment(), "shape": shape_name, "problem": problem.describe(),
                    "rows": rows}, fh, indent=2, sort_keys=True)
     default = {name: variants.spec(name).DEFAULT.as_dict() for name in (OLD, LEAN)}

@@ -77,7 +77,7 @@ def compile_sm90(jit, args, kw):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    options = {k: kw[k] for k in ("num_warps", "num_stages") if k in kw}
+    options = {k: kw[k] for k in ("num_warps", "num_stages", "maxnreg") if kw.get(k) is not None}
     const = {k: v for k, v in kw.items() if k not in options}
     names = jit.arg_names
     signature, constexprs, attrs = {}, {}, {}

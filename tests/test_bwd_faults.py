@@ -36,8 +36,8 @@ CASES = {
                 "h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], mask=real3,",
                 "h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], "
                 "mask=(real & (jb + 1 < jn))[:, None, None],"),
-            "recompute-from-the-wrong-checkpoint": ("h = _load(ckpt_ptr + ck_base + c * K * V + ck_offs,",
-                                                    "h = _load(ckpt_ptr + ck_base + tl.maximum(c - 1, 0) * K * V + ck_offs,"),
+            "recompute-from-the-wrong-checkpoint": ("sc_base, c, L, bos, n_steps, ck_base + c * K * V + ck_offs,",
+                                                    "sc_base, c, L, bos, n_steps, ck_base + tl.maximum(c - 1, 0) * K * V + ck_offs,"),
             "dk-summed-over-the-wrong-axis": ("tl.sum(da_b * v_b[:, None, :], axis=2)",
                                               "tl.sum(da_b * v_b[:, None, :], axis=1)"),
             "dv-summed-over-the-wrong-axis": ("tl.sum(da_b * k_b[:, :, None], axis=1)",
@@ -49,8 +49,23 @@ CASES = {
                                        "tl.store(se_base + (jn - 1 - j0) * TILE + in_tile, g * hz)"),
             "dh0-dropped": ("tl.store(dh0_ptr + st_offs, dh.to(", "tl.store(dh0_ptr + st_offs, (dh * 0).to("),
         }),
+    # OVERLAP: the next chunk's recompute runs inside this chunk's sweep; S=40: the last chunk short
+    "m2rnn_bwd_lean-overlap": (
+        Problem(B=2, S=40, K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
+        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, OVERLAP=1, num_warps=4),
+        {
+            "overlap-recompute-from-the-wrong-checkpoint": ("cr = tl.maximum(c - 1, 0)", "cr = tl.maximum(c - 2, 0)"),
+            "overlap-recompute-overwrites-the-swept-chunk": ("rc_base = sc_prog + ((c + 1) % 2) * SPAN",
+                                                             "rc_base = sc_prog + (c % 2) * SPAN"),
+            "overlap-recompute-one-slot-late": ("r = L - 1 - j", "r = tl.minimum(L - j, CKPT - 1)"),
+            "overlap-short-chunk-tail-skipped": ("for r in range(L, CKPT):", "for r in range(CKPT, CKPT):"),
+        }),
 }
 PARAMS = [(kernel, fault) for kernel, (_, _, faults) in CASES.items() for fault in sorted(faults)]
+
+
+def _module(kernel):
+    return variants.load(kernel.split("-")[0])
 
 
 def kernel_step(backward_module, config):
@@ -67,13 +82,13 @@ def kernel_step(backward_module, config):
 @pytest.mark.parametrize("kernel", sorted(CASES))
 def test_unmutated_backward_passes(kernel, device):
     problem, config, _ = CASES[kernel]
-    result = validate_training(problem, kernel_step(variants.load(kernel), config), seed=2, device=device, clip=0.05)
+    result = validate_training(problem, kernel_step(_module(kernel), config), seed=2, device=device, clip=0.05)
     assert result.ok, result.reason()
 
 
 @pytest.mark.parametrize("kernel, fault", PARAMS, ids=[f"{k}-{f}" for k, f in PARAMS])
 def test_planted_backward_fault_is_rejected(kernel, fault, tmp_path, device):
     problem, config, faults = CASES[kernel]
-    mutant = mutate(variants.load(kernel), *faults[fault], tmp_path)
+    mutant = mutate(_module(kernel), *faults[fault], tmp_path)
     result = validate_training(problem, kernel_step(mutant, config), seed=2, device=device, clip=0.05)
     assert not result.ok, f"fault {fault} passed validation"

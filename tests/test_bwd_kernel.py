@@ -134,6 +134,14 @@ CASES = [
     # packed sequences of unequal lengths, one shorter than a block, one over two chunks
     ("lean-varlen", Problem.varlen([3, 21, 11], K=16, V=8, Nv=2, Nw=2, Nf=1, h0=True, dtype="float32"),
      lean(CKPT=16, BULK=4, num_warps=4), CLIP),
+    # OVERLAP: chunk c - 1 recomputed during chunk c's sweep into a second buffer; three chunks with
+    # the last short (its sweep leaves the next chunk's recompute a tail), K split, h0, clipping ...
+    ("lean-overlap-odd", Problem(B=2, S=37, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=4, OVERLAP=1, PREFETCH=2, num_warps=4), CLIP),
+    # ... packed: a sequence of one partial chunk, one of two chunks, one of three; shared q, k; no prefetch
+    ("lean-overlap-varlen", Problem.varlen([7, 21, 40], K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=1, h0=True,
+                                           dtype="float32"),
+     lean(CKPT=16, BULK=2, OVERLAP=1, PREFETCH=0, num_warps=4), None),
 ]
 
 

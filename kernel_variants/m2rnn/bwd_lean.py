@@ -74,6 +74,40 @@ def _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, tok0, j, rows_k, 
 
 
 @triton.jit
+def _forward_step(h, kt, vt, ft, w, wt, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
+                  EMULATE_BF16_DOT: tl.constexpr):
+    """H_t from H_{t-1}: the recompute's step."""
+    z = tanh(matmul(h, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :], TANH_APPROX)
+    return ft * h + (1.0 - ft) * z
+
+
+@triton.jit
+def _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, dst, c, L, bos, n_steps, ck_ptr_offs, rows_k, row_ok, cols, col_ok,
+               tile_mask, in_tile, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V, TILE: tl.constexpr, CKPT: tl.constexpr,
+               PREFETCH: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr, EVEN: tl.constexpr,
+               EMULATE_BF16_DOT: tl.constexpr):
+    """Chunk c (L steps) forward from its checkpoint: H_{t-1} into slot j of dst, the end into slot L."""
+    t0 = c * CKPT
+    h = _load(ckpt_ptr + ck_ptr_offs, tile_mask, EVEN)
+    if PREFETCH:
+        nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, bos + t0, rows_k, row_ok, cols, col_ok,
+                                  hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+    for j in range(0, L):
+        tok = bos + t0 + j
+        if PREFETCH:
+            kt, vt, ft = nk, nv, nf
+            nxt = tl.minimum(tok + 1, bos + n_steps - 1)           # the last step re-reads itself
+            nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, nxt, rows_k, row_ok, cols, col_ok,
+                                      hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+        else:
+            kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok,
+                                      hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+        tl.store(dst + j * TILE + in_tile, h)
+        h = _forward_step(h, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+    tl.store(dst + L * TILE + in_tile, h)
+
+
+@triton.jit
 def _prepare(hp, kt, vt, ft, w, wt, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
              EMULATE_BF16_DOT: tl.constexpr):
     """Off the chain: z_t from H_{t-1}, then c = (1 - f)(1 - z²) and e = H_{t-1} - z_t."""
@@ -87,7 +121,7 @@ def m2rnn_bwd_lean_kernel(
     scr_ptr, scg_ptr, dq_ptr, dk_ptr, dv_ptr, df_ptr, dw_ptr, dh0_ptr,
     clip, S, TOK, N, Nq, Nk, Nv, Nw, Nf, K, V, RQ, RK, RV, RF,
     BLOCK_K: tl.constexpr, BV: tl.constexpr, CKPT: tl.constexpr, BULK: tl.constexpr,
-    PREFETCH: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
+    PREFETCH: tl.constexpr, OVERLAP: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
     VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, CLIP: tl.constexpr,
     DW_MATMUL: tl.constexpr, DQ_ATOMIC: tl.constexpr, DK_ATOMIC: tl.constexpr,
     DV_ATOMIC: tl.constexpr, DF_ATOMIC: tl.constexpr, EVEN: tl.constexpr,
@@ -128,7 +162,9 @@ def m2rnn_bwd_lean_kernel(
     n_chunks = (S + CKPT - 1) // CKPT
     ck_base = ((b.to(tl.int64) * N + n) * n_chunks) * K * V
     ck_offs = rows_k[:, None] * V + cols[None, :]
-    sc_base = scr_ptr + prog.to(tl.int64) * ((CKPT + 1) * TILE)    # H [CKPT + 1, BLOCK_K, BV]
+    SPAN: tl.constexpr = (CKPT + 1) * TILE
+    # H [CKPT + 1, BLOCK_K, BV]; with OVERLAP two of them: the chunk swept and the one recomputed meanwhile
+    sc_prog = scr_ptr + prog.to(tl.int64) * ((1 + OVERLAP) * SPAN)
     sg_base = scg_ptr + prog.to(tl.int64) * (2 * BULK * TILE)      # da [BULK, BLOCK_K, BV] ...
     se_base = sg_base + BULK * TILE                                # ... and g ⊙ (H_{t-1} - z)
     blk = tl.arange(0, BULK)                                       # [BULK] steps of a block
@@ -141,32 +177,36 @@ def m2rnn_bwd_lean_kernel(
     dw = tl.zeros([BV, BV], dtype=tl.float32)
 
     n_chunks_here = (n_steps + CKPT - 1) // CKPT
+    if OVERLAP:
+        # the last chunk before the sweep starts; every other chunk while the one after it is swept
+        last = n_chunks_here - 1
+        _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, sc_prog + (last % 2) * SPAN, last,
+                   tl.minimum(n_steps - last * CKPT, CKPT), bos, n_steps, ck_base + last * K * V + ck_offs,
+                   rows_k, row_ok, cols, col_ok, tile_mask, in_tile, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V,
+                   TILE, CKPT, PREFETCH, MATMUL, TANH_APPROX, EVEN, EMULATE_BF16_DOT)
     for ci in range(0, n_chunks_here):
         c = n_chunks_here - 1 - ci
         t0 = c * CKPT
         L = tl.minimum(n_steps - t0, CKPT)
         tl.debug_barrier()  # the previous chunk's blocks have read the scratch about to be reused
 
-        # ---- 1. recompute the chunk forward from its checkpoint: H_{t-1} into slot j, the end into L ----
-        h = _load(ckpt_ptr + ck_base + c * K * V + ck_offs, tile_mask, EVEN)
-        if PREFETCH:
-            nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, bos + t0, rows_k, row_ok, cols, col_ok,
-                                      hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
-        for j in range(0, L):
-            tok = bos + t0 + j
-            if PREFETCH:
-                kt, vt, ft = nk, nv, nf
-                nxt = tl.minimum(tok + 1, bos + n_steps - 1)           # the last step re-reads itself
-                nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, nxt, rows_k, row_ok, cols, col_ok,
-                                          hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
-            else:
-                kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok,
-                                          hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
-            tl.store(sc_base + j * TILE + in_tile, h)
-            z = tanh(matmul(h, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :], TANH_APPROX)
-            h = ft * h + (1.0 - ft) * z
-        tl.store(sc_base + L * TILE + in_tile, h)
-        tl.debug_barrier()  # scratch written above is read below, possibly by other threads
+        if OVERLAP:
+            # ---- 1. chunk c was recomputed during the previous sweep; chunk c - 1 is recomputed during
+            # this one, one step per chain step, into the other buffer (at c = 0 chunk 0 again, unused) ----
+            sc_base = sc_prog + (c % 2) * SPAN
+            rc_base = sc_prog + ((c + 1) % 2) * SPAN
+            cr = tl.maximum(c - 1, 0)
+            r_last = bos + n_steps - 1                                 # tokens clamped into the sequence
+            hr = _load(ckpt_ptr + ck_base + cr * K * V + ck_offs, tile_mask, EVEN)
+            rk, rv, rf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(bos + cr * CKPT, r_last), rows_k, row_ok,
+                                      cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+        else:
+            # ---- 1. recompute the chunk forward from its checkpoint: H_{t-1} into slot j, the end into L ----
+            sc_base = sc_prog
+            _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, sc_base, c, L, bos, n_steps, ck_base + c * K * V + ck_offs,
+                       rows_k, row_ok, cols, col_ok, tile_mask, in_tile, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V,
+                       TILE, CKPT, PREFETCH, MATMUL, TANH_APPROX, EVEN, EMULATE_BF16_DOT)
+            tl.debug_barrier()  # scratch written above is read below, possibly by other threads
 
         n_blocks = (L + BULK - 1) // BULK
         for bi in range(0, n_blocks):
@@ -218,6 +258,14 @@ def m2rnn_bwd_lean_kernel(
                 tl.store(sg_base + (j - j0) * TILE + in_tile, da)
                 tl.store(se_base + (j - j0) * TILE + in_tile, g * hz)
                 dh = f * g + matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
+                if OVERLAP:
+                    # an independent chain beside this one: step L - 1 - j of chunk cr's recompute
+                    r = L - 1 - j
+                    tl.store(rc_base + r * TILE + in_tile, hr)
+                    kr, vr, fr = rk, rv, rf
+                    rk, rv, rf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(bos + cr * CKPT + r + 1, r_last),
+                                              rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+                    hr = _forward_step(hr, kr, vr, fr, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
             tl.debug_barrier()  # the block's scratch is read below in another layout
 
             # ---- 2b. the block's gradients, all its steps at once ----
@@ -250,6 +298,16 @@ def m2rnn_bwd_lean_kernel(
                        tl.sum(dy_b[:, None, :] * h_next, axis=2), rk2, DQ_ATOMIC)
             tl.debug_barrier()  # the next block overwrites the scratch read above
 
+        if OVERLAP:
+            # a partial chunk (the last) left chunk cr's recompute short: its remaining steps, its end
+            for r in range(L, CKPT):
+                tl.store(rc_base + r * TILE + in_tile, hr)
+                kr, vr, fr = rk, rv, rf
+                rk, rv, rf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(bos + cr * CKPT + r + 1, r_last),
+                                          rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+                hr = _forward_step(hr, kr, vr, fr, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+            tl.store(rc_base + CKPT * TILE + in_tile, hr)
+
     # dW partial of this program, reduced over programs and shared heads by the launcher
     tl.store(dw_ptr + prog.to(tl.int64) * V * V + cols[:, None] * V + cols[None, :], dw,
              mask=col_ok[:, None] & col_ok[None, :])
@@ -268,7 +326,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     grads = backward_buffers(SPEC, problem, config, x, ckpt, poison=poison)
     ck, bm, bv = p["CKPT"], layout.bm, layout.bv
     dev = x.q.device
-    scratch = torch.empty((layout.programs, ck + 1, bm, bv), dtype=torch.float32, device=dev)
+    scratch = torch.empty((layout.programs, 1 + p["OVERLAP"], ck + 1, bm, bv), dtype=torch.float32, device=dev)
     scratch_g = torch.empty((layout.programs, 2, p["BULK"], bm, bv), dtype=torch.float32, device=dev)
     cont = [t.contiguous() for t in (x.q, x.k, x.v, x.W, x.f)]
     cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
@@ -284,12 +342,12 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
         problem.S, problem.tokens, problem.N, problem.Nq, problem.Nk, problem.Nv, problem.Nw, problem.Nf,
         problem.K, problem.V, plan["q"][0], plan["k"][0], plan["v"][0], plan["f"][0],
         BLOCK_K=p["BLOCK_K"], BV=bv, CKPT=ck, BULK=p["BULK"],
-        PREFETCH=p["PREFETCH"], MATMUL=p["MATMUL"], TANH_APPROX=p["TANH"] == "approx",
+        PREFETCH=p["PREFETCH"], OVERLAP=p["OVERLAP"], MATMUL=p["MATMUL"], TANH_APPROX=p["TANH"] == "approx",
         VARLEN=problem.is_varlen, HAS_H0=x.h0 is not None, HAS_DHT=dh_T is not None,
         CLIP=gradient_clipping is not None, DW_MATMUL=SPEC.dw_matmul(config),
         DQ_ATOMIC=plan["q"][1], DK_ATOMIC=plan["k"][1], DV_ATOMIC=plan["v"][1], DF_ATOMIC=plan["f"][1],
         EVEN=even, EMULATE_BF16_DOT=interpreting(),
-        num_warps=p["num_warps"], num_stages=p["num_stages"],
+        num_warps=p["num_warps"], num_stages=p["num_stages"], maxnreg=p["MAXNREG"] or None,
     )
     compiled_info(kernel, info)
     return grads.finish()

@@ -288,6 +288,9 @@ class LeanBackwardSpec(BackwardSpec):
         "BLOCK_B": (1,),
         # the chain's loads 0, 1 or 2 steps ahead (2: z and its factors also a step ahead)
         "PREFETCH": (2, 0, 1),
+        # 1: chunk c - 1 is recomputed during chunk c's sweep, one step per chain step (two independent
+        # chains in one loop hide each other's latency), into a second scratch buffer
+        "OVERLAP": (0, 1),
         # tensor-core products only: the block tiles' H W would not fit the fma path's registers
         "MATMUL": ("dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16", "dot_bf16x2"),
         "TANH": ("exact", "approx"),
@@ -295,6 +298,9 @@ class LeanBackwardSpec(BackwardSpec):
         "SLOTS": (4, 1, 2, 8, 16),
         "num_warps": (1, 2, 4, 8),
         "num_stages": (1, 2, 3),
+        # registers per thread the compiler may use (0: its choice, up to 255): a cap trades spills for
+        # resident programs (one warp each: 128 -> 16 per SM, 168 -> 12, 255 -> 8)
+        "MAXNREG": (0, 128, 168),
     }
     gpu_start = {"MATMUL": "dot_tf32x3", "TANH": "approx", "BLOCK_K": 16, "num_warps": 1,
                  "DW_MATMUL": "dot_tf32", "BULK": 4}
@@ -309,8 +315,8 @@ class LeanBackwardSpec(BackwardSpec):
         bm, bv, threads = layout.bm, layout.bv, layout.threads
         # the chain: dH, g, da, z, H_{t-1} tiles (k, q rows and v, dy columns); W, Wᵀ, dW; the
         # prefetched H_{t-1} (PREFETCH >= 1) and the step prepared ahead, c and e (PREFETCH = 2)
-        tiles = 5 + {0: 0, 1: 1, 2: 3}[config["PREFETCH"]]
-        chain = (tiles * bm * bv + 3 * bv * bv + 8 * bm + 4 * bv) / threads
+        tiles = 5 + {0: 0, 1: 1, 2: 3}[config["PREFETCH"]] + 2 * config["OVERLAP"]   # + H and z of the recompute
+        chain = (tiles * bm * bv + 3 * bv * bv + (8 + 2 * config["OVERLAP"]) * bm + 4 * bv) / threads
         # a block: H_{t-1}, v, z, g, da, dfe tiles of R rows, with dH and dW live across it
         rows = self.rows(config)
         block = (6 * rows * bv + bm * bv + 3 * bv * bv + 6 * rows) / threads
@@ -334,9 +340,11 @@ class LeanBackwardSpec(BackwardSpec):
 
     def extra_bytes(self, problem: Problem, config: KernelConfig) -> int:
         layout = self.layout(problem, config)
-        # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's scratch
+        # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's scratch; with
+        # OVERLAP a second H scratch of CKPT + 1 slots
         base = super().extra_bytes(problem, config.with_params(STORE_Z=0))
-        return base + layout.programs * (1 + 2 * config["BULK"]) * layout.bm * layout.bv * 4
+        slots = 1 + 2 * config["BULK"] + config["OVERLAP"] * (config["CKPT"] + 1)
+        return base + layout.programs * slots * layout.bm * layout.bv * 4
 
     def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
         # the recompute (H W), the chain (H W for z, da Wᵀ), the block (H W, dW once per BULK steps)
