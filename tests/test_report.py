@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -89,11 +90,16 @@ def test_trials_frame_matches_the_study_summary(storage_url):
     assert frame["value_ms"].max() < 100
     assert frame.loc[ok, "us_per_step"].tolist() == pytest.approx((frame.loc[ok, "value_ms"] * 1e3 / S).tolist())
     for column in ("BLOCK_K", "BLOCK_B", "PREFETCH", "MATMUL", "TANH", "num_warps", "predicted_ms",
-                   "n_regs", "shared", "sm_clock_mhz", "temperature_c"):
+                   "n_regs", "shared", "sm_clock_mhz", "temperature_c", "changed", "inference_only"):
         assert column in frame.columns, column
     assert frame.loc[ok, "n_regs"].notna().all() and frame.loc[ok, "sm_clock_mhz"].notna().all()
     best = frame.loc[frame["value_ms"].idxmin()]
     assert best["number"] == BEST_TRIAL and best["MATMUL"] == "dot_bf16" and best["TANH"] == "approx"
+    # named by what it changes from the template's default (fma, exact tanh, BLOCK_K=16, 1 warp, ...)
+    assert best["changed"] == "MATMUL=dot_bf16 TANH=approx"
+    # bf16 and tf32 products round the state: the forward spec refuses them for training
+    rounding = frame["MATMUL"].isin(["dot_bf16", "dot_tf32"])
+    assert (frame.loc[ok, "inference_only"] == rounding[ok]).all() and rounding[ok].any() and (~rounding[ok]).any()
 
 
 def test_only_finished_trials(data):
@@ -101,17 +107,27 @@ def test_only_finished_trials(data):
     assert len(frame) == 7 and set(frame["state"]) == {"COMPLETE", "FAIL"}
 
 
-def test_history_best_so_far(data):
+def test_history_puts_failures_in_their_own_lane(data):
     from m2tune.report.figures import _get_history_info, _get_history_plot
     info = _get_history_info(data[H200])
-    assert len(info.numbers) == COUNTS["ok"] == len(info.best_ms)
+    assert len(info.numbers) == COUNTS["ok"] == len(info.best_ms) == len(info.inference_only)
     assert all(b <= a for a, b in zip(info.best_ms, info.best_ms[1:]))
     assert info.best_ms[-1] == pytest.approx(BEST_MS, abs=1e-4)
     assert all(b <= v for b, v in zip(info.best_ms, info.values_ms))
     assert {k: len(v) for k, v in info.failures.items()} == {"invalid-config": 36, "pruned-by-model": 14}
     assert H200 in info.title and "130 trials" in info.title and "2.5119" in info.title
     assert not info.title.startswith("PREDICTED")
-    assert _get_history_plot(info).layout.yaxis.type == "log"
+    assert info.winner == 61                     # the confirm stage's pick, not the fastest single timing
+    fig = _get_history_plot(info)
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "category"
+    lanes = {t.name: t for t in fig.data if t.name in info.failures}
+    timed = [t for t in fig.data if t.name.startswith("validated")]
+    # rejected and pruned trials have no time: never on the time axis, each category a row of the lane
+    assert set(lanes) == set(info.failures) and all(t.yaxis == "y2" for t in lanes.values())
+    assert all(t.yaxis == "y" for t in timed) and sum(len(t.x) for t in timed) == COUNTS["ok"]
+    assert set(lanes["invalid-config"].y) == {"invalid-config (36)"}
+    assert [t.name for t in timed] == ["validated", "validated, inference only (products round the state)"]
+    assert any("winner #61" in a.text for a in fig.layout.annotations)
 
 
 def test_parameter_effects_group_every_ok_trial_once(data):
@@ -127,20 +143,33 @@ def test_parameter_effects_group_every_ok_trial_once(data):
             assert all(str(d.frame.set_index("number").loc[n, panel.name]) == label for n in ns)
     matmul = next(p for p in info.panels if p.name == "MATMUL")
     assert list(matmul.trials) == ["fma", "dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16"]   # space order
+    assert matmul.inference_only == {"dot_tf32", "dot_bf16"}
+    # only the value that makes a config inference-only is marked, not values that kept its company
+    assert not any(p.inference_only for p in info.panels if p.name != "MATMUL")
     fig = _get_param_effects_plot(info)
     assert len(fig.data) == 6 and fig.layout.xaxis.type == "category"
+    # every box says its n, and the n is the number of points in it
+    for trace, panel in zip(fig.data, info.panels):
+        for label, ns in panel.trials.items():
+            tick = panel.tick(label)
+            assert tick.endswith(f"n={len(ns)}") and list(trace.x).count(tick) == len(ns)
+    assert "inference<br>only" in matmul.tick("dot_bf16") and "inference" not in matmul.tick("fma")
 
 
-def test_model_vs_measurement(data):
+def test_model_vs_measurement_on_held_out_trials(data):
+    import dataclasses
+
     from m2tune.model import perfmodel
-    from m2tune.problem import KernelConfig
-    from m2tune.report.figures import _get_model_fit_info, _get_model_fit_plot
+    from m2tune.problem import KernelConfig, Problem
+    from m2tune.report.modelfit import _get_model_fit_info, _get_model_fit_plot
     d = data[H200]
     info = _get_model_fit_info(d)
     print(f"\nSpearman (model vs measured, {len(info.numbers)} ok trials of {H200}): {info.spearman:+.3f}, "
           f"median error {info.median_ape:.1f}%")
     assert info.note is None
     assert sorted(info.numbers) == sorted(d.ok["number"]) and len(info.predicted_ms) == COUNTS["ok"]
+    # calibrate fitted the constants at S=512 on its own problems: every paper-7b trial is held out
+    assert all(info.held_out) and "held-out" in info.title and "none of these 50 trials" in info.caption
     assert -1 <= info.spearman <= 1 and info.spearman > 0      # a model that ranks backwards is broken
     assert "Spearman" in info.title and f"{info.spearman:+.3f}" in info.title
     # predictions use the compiled kernel's recorded registers and shared memory
@@ -150,63 +179,109 @@ def test_model_vs_measurement(data):
     assert info.predicted_ms[info.numbers.index(BEST_TRIAL)] == pytest.approx(expected.time_ms)
     names = [t.name for t in _get_model_fit_plot(info).data]
     assert "y = x" in names
+    # a trial on a calibration run's problem and config is in-sample: marked, and left out of ρ
+    run = d.hw.raw["m2rnn_fwd"][0]
+    frame = d.frame.copy()
+    first = frame.index[frame["status"] == "ok"][0]
+    frame.at[first, "config"] = dict(run["config"])
+    frame.loc[first, ["n_regs", "shared"]] = pd.NA
+    fitted = dataclasses.replace(d, frame=frame, problem=Problem(**run["problem"]))
+    mixed = _get_model_fit_info(fitted)
+    assert mixed.held_out.count(False) == 1 and not mixed.held_out[mixed.numbers.index(int(frame.at[first, "number"]))]
+    assert "1 of these trials is among them" in mixed.caption and "over 49 trials" in mixed.title
 
 
 def test_model_figures_skipped_without_profile_or_measurements(data):
-    from m2tune.report.figures import _get_model_fit_info, _get_roofline_info
+    from m2tune.report.modelfit import _get_model_fit_info
+    from m2tune.report.roofline import _get_roofline_info
     assert "no hardware profile" in _get_model_fit_info(data[NO_PROFILE]).note
     assert "no hardware profile" in _get_roofline_info(data[NO_PROFILE]).note
     assert any("acme-x1" in n for n in data[NO_PROFILE].notes)
     assert "predictions" in _get_model_fit_info(data[MODEL]).note
 
 
-def test_roofline_names_the_binding_term(data):
-    from m2tune.report.figures import TERMS, _get_roofline_info, _get_roofline_plot
-    info = _get_roofline_info(data[H200])
-    assert info.note is None and len(info.labels) == 10 and info.numbers[0] == BEST_TRIAL
-    assert info.time_us[0] == pytest.approx(BEST_MS * 1e3 / S, abs=1e-4)
-    assert info.time_us == sorted(info.time_us)
-    assert len(info.binding) == len(info.labels) and set(info.binding) <= set(TERMS)
-    for i in range(len(info.labels)):
-        terms = {t: getattr(info, f"{t}_us")[i] for t in TERMS}
-        assert info.bound_us(i) == max(terms.values()) > 0       # the binding term is the largest bound
+def test_roofline_of_the_sequential_kernel(data):
+    from m2tune.model.roofs import step_roofs
+    from m2tune.problem import KernelConfig
+    from m2tune.report.roofline import _get_roofline_info, _get_roofline_plot
+    d = data[H200]
+    info = _get_roofline_info(d)
+    assert info.note is None and len(info.points) == COUNTS["ok"] and info.skipped == 0
+    assert info.winner.number == 61 and info.default is not None and info.default.label == "default"
+    # paper-7b: B*N*K*V = 4*132*64*16 state elements over 132 SMs, whatever the config (none pads here)
+    assert {p.x for p in info.points} == {4 * 64 * 16}
+    w = info.winner
+    assert w.time_us == pytest.approx(float(d.ok.set_index("number").loc[61, "value_ms"]) * 1e3 / S)
+    # the model's roofs (tests/test_roofs.py) with the compiled kernel's registers the trial recorded
+    row = d.ok.set_index("number").loc[61]
+    own = step_roofs(d.problem, KernelConfig.of("m2rnn_fwd", row["config"]), d.hw,
+                     {"n_regs": int(row["n_regs"]), "shared": int(row["shared"])})
+    assert w.roofs == own.roofs and w.matmul == "dot_bf16" and "fma" not in w.roofs
+    # the lines are the winner's roofs: the floor its chain, the throughput lines through its points
+    lines = {ln.name: ln for ln in info.lines}
+    assert set(lines) == {"latency", "sfu", "fma", "tensor", "memory"}
+    assert lines["latency"].y == [w.roofs["latency"]] * 2
+    for name in ("sfu", "tensor", "memory"):
+        slope = lines[name].y[0] / lines[name].x[0]
+        assert slope * w.x == pytest.approx(w.roofs[name])
+    # every point is bound by its highest roof, and on this shape that is one dependency chain
+    for p in info.points:
+        assert p.binding == max(p.roofs, key=p.roofs.get) == "latency"
+    assert "latency 50" in info.caption and "winner (#61" in info.caption and "default runs at" in info.caption
     fig = _get_roofline_plot(info)
-    assert fig.layout.barmode == "group" and len(fig.data) == 1 + len(TERMS)
-    assert all("bound by" in h for h in fig.data[0].hovertext)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    names = [t.name for t in fig.data]
+    for roof in ("step-latency floor", "SFU: tanh", "FMA", "tensor cores", "memory"):
+        assert any(n.startswith(roof) for n in names), roof
+    assert "MATMUL=dot_bf16 (inference only)" in names and "MATMUL=dot_tf32x3" in names
+    hovers = [h for t in fig.data if t.name.startswith("MATMUL") for h in t.hovertext]
+    assert len(hovers) == COUNTS["ok"] and all("binding roof: latency" in h for h in hovers)
+    assert [a.text.split(":")[0] for a in fig.layout.annotations] == ["winner", "default"]
 
 
-def test_failures_by_category(data):
-    from m2tune.report.figures import _get_failures_info
+def test_failures_table_of_reasons(data):
+    from m2tune.report.figures import _get_failures_info, _get_failures_table
     info = _get_failures_info(data[H200])
     assert dict(zip(info.categories, info.counts)) == {"invalid-config": 36, "pruned-by-model": 14}
-    assert "255 registers" in info.reasons[0]
+    # study.db's messages: numbers folded, so the 14 model prunings are one reason
+    assert info.reasons[0] == ("invalid-config", 20, "a block of at least twice the batch does the same work as a smaller one")
+    pruned = [r for r in info.reasons if r[0] == "pruned-by-model"]
+    assert len(pruned) == 1 and pruned[0][1] == 14 and pruned[0][2].startswith("predicted ")
+    # a "; " inside parentheses is part of one rule's text
+    assert not any(r[2].endswith("(dot") for r in info.reasons)
+    table = _get_failures_table(info)
+    assert "<td class=\"n\">20</td>" in table and "invalid-config 36" in table
 
 
 def test_model_backend_is_labelled_predicted(data):
-    from m2tune.report.figures import (_get_failures_info, _get_history_info, _get_param_effects_info,
-                               _get_roofline_info)
+    from m2tune.report.figures import _get_failures_info, _get_history_info, _get_param_effects_info
+    from m2tune.report.roofline import _get_roofline_info
     d = data[MODEL]
     for get in (_get_history_info, _get_param_effects_info, _get_roofline_info, _get_failures_info):
         assert get(d).title.startswith("PREDICTED"), get.__name__
     roof = _get_roofline_info(d)
-    assert roof.time_label == "predicted" and max(roof.waves) > 1
-    # a predicted time is its binding bound over all waves (plus the launch): the bars must agree
-    for i in range(len(roof.labels)):
-        assert roof.time_us[i] == pytest.approx(roof.bound_us(i), rel=1e-2), roof.labels[i]
+    assert roof.time_label == "predicted" and "(predicted)" in roof.title
+    # a predicted step is the model's chain (or slower) over every wave: never under its latency roof
+    assert roof.points and all(p.ratio >= 0.999 for p in roof.points)
     assert not _get_history_info(data[H200]).title.startswith("PREDICTED")
 
 
 def test_write_report(storage_url, tmp_path):
     from m2tune.report.page import write_report
-    path = write_report(storage_url, tmp_path / "out" / "report.html")
+    path = write_report(tmp_path / "out" / "report.html", storage_url=storage_url)
     text = path.read_text(encoding="utf-8")
-    for name in (H200, MODEL, NO_PROFILE):
-        assert f"<h2 id=\"{name}\">{name}" in text
+    for name, sid in ((H200, "m2rnn_fwd-paper-7b-nvidia-h200-gpu"), (MODEL, "m2rnn_fwd-paper-7b-nvidia-h200-model"),
+                      (NO_PROFILE, "m2rnn_fwd-paper-7b-acme-x1-gpu")):
+        assert f'<section id="{sid}"><h2>{name}' in text
     assert len(re.findall(r"plotly\.js v\d", text)) == 1           # plotly.js inlined exactly once
-    assert text.count("Plotly.newPlot(") == 5 + 4 + 3              # figures: all, no model fit, neither model one
-    section = text[text.index(f'<h2 id="{MODEL}">'):text.index(f'<h2 id="{NO_PROFILE}">')]
+    assert not re.search(r"<script[^>]*\bsrc=", text)              # nothing to fetch: it opens offline
+    assert text.count("Plotly.newPlot(") == 4 + 3 + 2              # figures: all, no model fit, neither model one
+    assert 'id="m2rnn_fwd-paper-7b-nvidia-h200-gpu-roofline"' in text
+    section = text[text.index(f'<h2>{MODEL}'):text.index(f'<h2>{NO_PROFILE}')]
     assert 'class="predicted">PREDICTED' in section and "PREDICTED by the performance model" in section
     assert "26.0381 ms" in text and "10.35x" in text                # the confirm stage's default config
+    assert "BLOCK_B=2 MATMUL=dot_bf16 TANH=approx (inference only)" in text
+    assert text.count("<th>category</th>") == 3                     # a failures table per study
     assert path.stat().st_size < 8e6
 
 

@@ -17,13 +17,14 @@ from .options import storage_option
 def report(storage: str, studies: tuple[str, ...], out: Path) -> None:
     """Dashboards of tuning studies in one self-contained HTML file (no GPU needed).
 
-    Per study: trial history, time by parameter value, model vs measurement, the best configs'
-    time per step against the model's bounds, and failures by category.
+    Per study: trial history (rejected trials in their own lane), time by parameter value, model vs
+    measurement on held-out trials, the roofline of the sequential kernel, and the commonest
+    failure reasons.
     """
     from ..report.page import ReportError, write_report
     from ..tuning.storage import StorageError
     try:
-        path = write_report(storage, out, studies=studies or None)
+        path = write_report(out, storage_url=storage, studies=studies or None)
     except (ReportError, StorageError) as exc:
         raise CliError(str(exc)) from None
     click.echo(f"wrote {path}")

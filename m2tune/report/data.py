@@ -12,14 +12,14 @@ import pandas as pd
 
 from .. import status
 from ..model.hardware import HardwareProfile
-from ..problem import Problem
+from ..problem import KernelConfig, Problem
 from ..status import UNSCORED
 
 
 CATEGORICAL_MAX = 16                # a numeric parameter with more distinct values is drawn as a scatter
 _HEAD = ("number", "state", "status", "value_ms", "p20_ms", "p80_ms")
 _TAIL = ("us_per_step", "predicted_ms", "bound", "n_regs", "n_spills", "shared", "sm_clock_mhz",
-         "temperature_c", "max_error", "duplicate_of", "message", "config")
+         "temperature_c", "max_error", "duplicate_of", "message", "config", "changed", "inference_only")
 _FLOATS = ("value_ms", "p20_ms", "p80_ms", "us_per_step", "predicted_ms", "sm_clock_mhz",
            "temperature_c", "max_error")
 _INTS = ("n_regs", "n_spills", "shared", "duplicate_of")
@@ -43,6 +43,7 @@ class StudyData:
     frame: pd.DataFrame                  # trials_frame
     params: dict[str, list[Any]]         # searched parameter -> its values in the space's order
     notes: list[str] = field(default_factory=list)   # what could not be resolved, and why
+    default: dict[str, Any] = field(default_factory=dict)   # the template's default config ({} if unknown)
 
     @property
     def predicted(self) -> bool:
@@ -52,6 +53,15 @@ class StudyData:
     @property
     def ok(self) -> pd.DataFrame:
         return self.frame[self.frame["status"] == status.OK]
+
+    @property
+    def winner(self) -> Optional[int]:
+        """The trial the confirm stage picked, else the fastest validated one (None: no validated trial)."""
+        trial = ((self.attrs.get("confirm") or {}).get("winner") or {}).get("trial")
+        if trial is not None and trial in set(self.ok["number"]):
+            return int(trial)
+        ok = self.ok
+        return int(ok.loc[ok["value_ms"].idxmin(), "number"]) if len(ok) else None
 
     def title(self, text: str) -> str:
         return f"PREDICTED · {text}" if self.predicted else text
@@ -121,13 +131,41 @@ def _searched(trials: Sequence[Any]) -> dict[str, list[Any]]:
     return out
 
 
-def _row(trial: Any, params: Iterable[str], steps: Optional[int]) -> dict[str, Any]:
+def default_config(variant: Optional[str]) -> dict[str, Any]:
+    """The template's default config (its parameters' first values), {} for an unknown variant."""
+    from .. import variants
+    try:
+        return variants.spec(variant).DEFAULT.as_dict() if variant else {}
+    except variants.UnknownVariant:
+        return {}
+
+
+def changed_text(config: dict[str, Any], default: dict[str, Any]) -> str:
+    """A config named by what it changes from the default: every trial shares most parameters."""
+    if not default:
+        return " ".join(f"{k}={v}" for k, v in sorted(config.items()))
+    return " ".join(f"{k}={v}" for k, v in sorted(config.items()) if default.get(k) != v) or "default"
+
+
+def inference_only(variant: Optional[str], config: dict[str, Any]) -> bool:
+    """The spec refuses the config for training (a forward whose products round the state)."""
+    from .. import variants
+    try:
+        spec = variants.spec(variant) if variant else None
+    except variants.UnknownVariant:
+        return False
+    return bool(spec and spec.training_reason(KernelConfig.of(variant, config)))
+
+
+def _row(trial: Any, params: Iterable[str], steps: Optional[int], variant: Optional[str],
+         default: dict[str, Any]) -> dict[str, Any]:
     a = trial.user_attrs
     category = a.get("status") or UNSCORED
     # rejected configs carry a 1e9 ms penalty and duplicates a copy of another trial's time:
     # only a trial that itself validated and was timed has a time
     value = float(trial.value) if category == status.OK and trial.value is not None else None
     resources, gpu = a.get("resources") or {}, a.get("gpu") or {}
+    config = a.get("config") or dict(trial.params)
     row = {"number": trial.number, "state": trial.state.name, "status": category, "value_ms": value,
            "p20_ms": a.get("p20_ms"), "p80_ms": a.get("p80_ms")}
     row.update({p: trial.params.get(p) for p in params})
@@ -140,7 +178,9 @@ def _row(trial: Any, params: Iterable[str], steps: Optional[int]) -> dict[str, A
         "max_error": status.max_error(a.get("errors")), "duplicate_of": a.get("duplicate_of"),
         "message": a.get("message"),
         # the full config (unsearched parameters at their defaults) is what the model scores
-        "config": a.get("config") or dict(trial.params),
+        "config": config,
+        "changed": changed_text(config, default),
+        "inference_only": inference_only(variant, config) if config else False,
     })
     return row
 
@@ -151,7 +191,9 @@ def trials_frame(study: Any, problem: Optional[Problem] = None) -> pd.DataFrame:
     Columns: number, state (Optuna's), status (the trial's category; "unscored" when it has none),
     value_ms (NaN unless status is ok), p20_ms, p80_ms, the searched parameters, us_per_step
     (value_ms·1e3/S), predicted_ms, bound, n_regs, n_spills, shared, sm_clock_mhz, temperature_c,
-    max_error (vs float64), duplicate_of, message, config (dict). `problem` defaults to the study's.
+    max_error (vs float64), duplicate_of, message, config (dict), changed (the config named by the
+    parameters it changes from the template's default), inference_only (the spec refuses it for
+    training: its products round the state). `problem` defaults to the study's.
     """
     if problem is None:
         problem = study_problem(study)
@@ -161,7 +203,10 @@ def trials_frame(study: Any, problem: Optional[Problem] = None) -> pd.DataFrame:
     clash = set(params) & set(_HEAD + _TAIL)
     if clash:
         raise ReportError(f"study {study.study_name!r}: searched parameters {sorted(clash)} clash with report columns")
-    frame = pd.DataFrame([_row(t, params, problem.S if problem else None) for t in trials], columns=columns)
+    variant = (study.user_attrs.get("identity") or {}).get("variant")
+    default = default_config(variant)
+    frame = pd.DataFrame([_row(t, params, problem.S if problem else None, variant, default) for t in trials],
+                         columns=columns)
     for col in _FLOATS:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     for col in _INTS:
@@ -174,8 +219,9 @@ def load_study_data(study: Any) -> StudyData:
     problem = study_problem(study, notes)
     hw = study_hardware(study, notes)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    return StudyData(study.study_name, dict(study.user_attrs), dict(study.user_attrs.get("identity") or {}),
-                     problem, hw, trials_frame(study, problem), _searched(trials), notes)
+    identity = dict(study.user_attrs.get("identity") or {})
+    return StudyData(study.study_name, dict(study.user_attrs), identity, problem, hw, trials_frame(study, problem),
+                     _searched(trials), notes, default_config(identity.get("variant")))
 
 
 def config_text(row: Any, params: Iterable[str]) -> str:
