@@ -297,6 +297,11 @@ def test_cli_report(storage_url, tmp_path):
     assert bad.exit_code != 0 and "nope" in bad.output
     missing = CliRunner().invoke(main, ["report", "--storage", f"sqlite:///{tmp_path}/none.db"])
     assert missing.exit_code != 0 and not (tmp_path / "none.db").exists()
+    # a study file named as a path is read like --storage sqlite:///PATH
+    db = storage_url.removeprefix("sqlite:///")
+    by_path = CliRunner().invoke(main, ["report", db, "--study", MODEL, "--out", str(out)])
+    assert by_path.exit_code == 0, by_path.output
+    assert MODEL in out.read_text(encoding="utf-8")
 
 
 def test_m2tune_import_does_not_load_pandas_or_plotly():

@@ -1,14 +1,19 @@
-"""`m2tune report`: tuning studies as dashboards in one self-contained HTML file.
+"""`m2tune report`: studies and bench/training results as dashboards in one self-contained HTML file.
 
-Per study, after a short table (the best config, its time, the default's from the confirm stage):
+Inputs (inputs.py): Optuna storages (--storage, or SQLite study files named or found in folders) and
+result files (results.py). The page has
 
-1. history: every validated trial's time by trial number and the best so far; trials without a
-   time (rejected, pruned) in a lane of their own under the time axis, never on it;
-2. parameter effects: time by value of each searched parameter, n on every box;
-3. model vs measurement on the trials the model was not fitted to (held out);
-4. the roofline of a sequential kernel: µs per step against work per step per SM, under the roofs
-   of the GPU's hardware profile, the binding one named;
-5. the failures: trials per category and the commonest reasons, as a table.
+- Throughput (when result files were given): per pass, tokens per second by shape for every
+  implementation the files timed (tuned, the template default, the eager reference, others), the
+  peak extra memory beside it, every number labelled measured, predicted or interpreter;
+- per study, after a short table (the best config, its time, the default's from the confirm stage):
+  1. history: every validated trial's time by trial number and the best so far; trials without a
+     time (rejected, pruned) in a lane of their own under the time axis, never on it;
+  2. parameter effects: time by value of each searched parameter, n on every box;
+  3. model vs measurement on the trials the model was not fitted to (held out);
+  4. the roofline of a sequential kernel: µs per step against work per step per SM, under the roofs
+     of the GPU's hardware profile, the binding one named;
+  5. the failures: trials per category and the commonest reasons, as a table.
 
 Configs are named by the parameters they change from the template's default, and configs that may
 serve inference only (their products round the state) are marked. A study of the model backend
@@ -16,9 +21,9 @@ holds predictions, not measurements: everything drawn from one says PREDICTED.
 
 Every figure is split as Optuna's visualization module does it: `_get_<name>_info` returns plain
 data that tests check, `_get_<name>_plot` turns it into a plotly Figure (figures.py: the trials;
-modelfit.py; roofline.py). pandas and plotly are imported by the report package and nowhere else in
-m2tune: `import m2tune`, the op and the layer never load them. plotly.js is inlined once, so the
-page opens offline.
+modelfit.py; roofline.py; throughput.py). pandas and plotly are imported by the report package and
+nowhere else in m2tune: `import m2tune`, the op and the layer never load them. plotly.js is inlined
+once, so the page opens offline.
 """
 from __future__ import annotations
 
@@ -32,8 +37,11 @@ import plotly.graph_objects as go
 from .data import ReportError, StudyData, changed_text, inference_only, is_missing, load_study_data
 from .figures import (_get_failures_info, _get_failures_table, _get_history_info, _get_history_plot,
                       _get_param_effects_info, _get_param_effects_plot)
+from .inputs import Inputs, collect
 from .modelfit import _get_model_fit_info, _get_model_fit_plot
+from .results import PASSES, results_frame
 from .roofline import _get_roofline_info, _get_roofline_plot
+from .throughput import CAPTION, _get_throughput_info, _get_throughput_plot
 
 
 def _summary_rows(data: StudyData, source: str) -> list[tuple[str, str]]:
@@ -121,6 +129,18 @@ def _study_section(page: _Html, data: StudyData, sid: str, source: str) -> None:
     page.parts.append("</section>")
 
 
+def _throughput_section(page: _Html, inputs: Inputs) -> None:
+    page.parts.append('<section id="throughput"><h2>Throughput</h2>')
+    page.parts.append(f"<p>{len(inputs.result_files)} result files: "
+                      + ", ".join(f"<code>{html.escape(f)}</code>" for f in inputs.result_files) + "</p>")
+    frame = results_frame(inputs.rows)
+    for pass_name in PASSES:
+        info = _get_throughput_info(frame, pass_name)
+        if info is not None:
+            page.figure(_get_throughput_plot(info), f"throughput-{pass_name.replace('+', '-')}", CAPTION)
+    page.parts.append("</section>")
+
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px; color: #222; }
 h2 { border-top: 2px solid #ccc; padding-top: .8em; }
@@ -166,20 +186,38 @@ def _ids(names: Sequence[str]) -> list[str]:
     return out
 
 
-def write_report(out_path: str | Path, *, storage_url: str, studies: Optional[Sequence[str]] = None) -> Path:
-    """Write the dashboards of `studies` (default: every study in the storage) into one HTML file."""
+def write_report(out_path: str | Path, *, storage_url: Optional[str] = None, paths: Sequence[str | Path] = (),
+                 studies: Optional[Sequence[str]] = None) -> Path:
+    """Write the dashboards into one HTML file: the studies of `storage_url` and of the study files in
+    `paths`, and the throughput of the result files in `paths` (files and folders)."""
     from ..tuning.storage import redacted
-    loaded = [(load_study_data(s), redacted(storage_url)) for s in _load_studies(storage_url, studies, True)]
+    inputs = collect(paths)
+    storages = ([storage_url] if storage_url else []) + inputs.storages
+    if not storages and not inputs.rows:
+        raise ReportError("nothing to report: give --storage or study and result files (or folders of them)"
+                          + (f"; skipped {len(inputs.skipped)} files of no known format" if inputs.skipped else ""))
+    loaded: list[tuple[StudyData, str]] = []
+    for url in storages:
+        # --study must exist in --storage; the files of a folder are searched for it
+        required = url == storage_url
+        loaded += [(load_study_data(s), redacted(url)) for s in _load_studies(url, studies, required)]
+    if studies and not loaded:
+        raise ReportError(f"no study {list(studies)} in {', '.join(redacted(u) for u in storages) or 'no storage'}")
     page = _Html()
+    if inputs.rows:
+        _throughput_section(page, inputs)
     ids = _ids([d.name for d, _ in loaded])
     for (data, source), sid in zip(loaded, ids):
         _study_section(page, data, sid, source)
     index = "".join(f'<li><a href="#{sid}">{html.escape(d.name)}</a>' + (" (PREDICTED)" if d.predicted else "")
-                    + "</li>" for (d, _), sid in zip(loaded, ids))
+                    + f" <small>{html.escape(src)}</small></li>" for (d, src), sid in zip(loaded, ids))
+    if inputs.rows:
+        index = '<li><a href="#throughput">Throughput</a></li>' + index
+    skipped = "".join(f'<p class="note">skipped: {html.escape(s)}</p>' for s in inputs.skipped)
     head = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>m2tune report</title>"
             f"<style>{_STYLE}</style></head><body>\n<h1>m2tune report</h1>\n"
-            f"<p>{len(loaded)} stud{'y' if len(loaded) == 1 else 'ies'} from <code>{html.escape(redacted(storage_url))}"
-            f"</code></p><ul>{index}</ul>\n")
+            f"<p>{len(loaded)} stud{'y' if len(loaded) == 1 else 'ies'}, {len(inputs.result_files)} result files</p>"
+            f"<ul>{index}</ul>{skipped}\n")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(head + "\n".join(page.parts) + "\n</body></html>\n", encoding="utf-8")
