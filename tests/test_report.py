@@ -244,7 +244,8 @@ def test_failures_table_of_reasons(data):
     info = _get_failures_info(data[H200])
     assert dict(zip(info.categories, info.counts)) == {"invalid-config": 36, "pruned-by-model": 14}
     # study.db's messages: numbers folded, so the 14 model prunings are one reason
-    assert info.reasons[0] == ("invalid-config", 20, "a block of at least twice the batch does the same work as a smaller one")
+    assert info.reasons[0] == ("invalid-config", 20,
+                               "a block of at least twice the batch does the same work as a smaller one")
     pruned = [r for r in info.reasons if r[0] == "pruned-by-model"]
     assert len(pruned) == 1 and pruned[0][1] == 14 and pruned[0][2].startswith("predicted ")
     # a "; " inside parentheses is part of one rule's text

@@ -100,7 +100,8 @@ def _training_name(row: dict) -> tuple[str, str, str]:
     """(implementation, kind, note) of one training row, from whichever name it carries."""
     if "variant" in row:
         why = str(row.get("why") or "")
-        kernels = " + ".join(str((row.get("config") or {}).get(p, {}).get("variant", "?")) for p in ("forward", "backward"))
+        config = row.get("config") or {}
+        kernels = " + ".join(str(config.get(p, {}).get("variant", "?")) for p in ("forward", "backward"))
         return str(row["variant"]), "default" if why.startswith("default") else "tuned", f"{kernels}: {why}"
     if "runtime_choice" in row:
         choice = row["runtime_choice"] or {}

@@ -194,8 +194,9 @@ def _get_roofline_plot(info: RooflineInfo) -> go.Figure:
     for matmul in groups:
         pts = [p for p in info.points if p.matmul == matmul]
         name = f"MATMUL={matmul}" + (" (inference only)" if all(p.inference_only for p in pts) else "")
+        marker = {"size": 8, "opacity": 0.8, "line": {"width": 0.5, "color": "white"}}
         fig.add_trace(go.Scatter(x=[p.x * shift[matmul] for p in pts], y=[p.time_us for p in pts], mode="markers",
-                                 name=name, marker={"size": 8, "opacity": 0.8, "line": {"width": 0.5, "color": "white"}},
+                                 name=name, marker=marker,
                                  hovertext=[_hover(p, info.time_label) for p in pts], hoverinfo="text"))
     for p, text, ax, ay in ((info.winner, "winner", -170, 40), (info.default, "default", 150, -30)):
         if p is None:
