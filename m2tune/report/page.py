@@ -133,11 +133,12 @@ def _throughput_section(page: _Html, inputs: Inputs) -> None:
     page.parts.append('<section id="throughput"><h2>Throughput</h2>')
     page.parts.append(f"<p>{len(inputs.result_files)} result files: "
                       + ", ".join(f"<code>{html.escape(f)}</code>" for f in inputs.result_files) + "</p>")
+    page.parts.append(f'<p class="caption">{html.escape(CAPTION)}</p>')
     frame = results_frame(inputs.rows)
     for pass_name in PASSES:
         info = _get_throughput_info(frame, pass_name)
         if info is not None:
-            page.figure(_get_throughput_plot(info), f"throughput-{pass_name.replace('+', '-')}", CAPTION)
+            page.figure(_get_throughput_plot(info), f"throughput-{pass_name.replace('+', '-')}")
     page.parts.append("</section>")
 
 
