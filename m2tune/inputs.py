@@ -97,6 +97,22 @@ def seqlens_of(cu: torch.Tensor, T: int) -> tuple[int, ...]:
     return tuple(lens)
 
 
+def unread_seqlens(cu: torch.Tensor, T: int, max_seqlen: int) -> tuple[int, ...]:
+    """Packed lengths with the sizes the kernels take (count, sum T, longest at most max_seqlen),
+    without reading cu_seqlens: inside the op of a captured call (CUDA graphs) no host read is
+    allowed, and the kernels read every sequence's bounds from cu_seqlens on the device. The eager
+    call checked the real offsets before (seqlens_of); the longest is max_seqlen, capped where T
+    leaves each other sequence one step."""
+    n = cu.shape[0] - 1
+    longest = max(1, min(max_seqlen, T - (n - 1)))
+    rest, lens = T - longest, [longest]
+    for i in range(n - 1):
+        share = max(1, min(longest, rest - (n - 2 - i)))
+        lens.append(share)
+        rest -= share
+    return tuple(lens)
+
+
 def _check_heads(heads: dict[str, int]) -> int:
     """N, the largest head count, which every other count must divide. When one tensor alone holds
     the largest count and the others do not divide it, that tensor is the odd one out and is named."""
@@ -112,7 +128,7 @@ def _check_heads(heads: dict[str, int]) -> int:
     raise _fail(name, f"a head count dividing N={N} (the head count of {', '.join(holders)})", heads[name])
 
 
-def problem_of(x: Inputs) -> Problem:
+def problem_of(x: Inputs, max_seqlen: int = 0) -> Problem:
     """Check every tensor against the others and return the Problem they form."""
     check_tensor("q", x.q, "(B, S, Nq, K)")
     hint = (" (packed sequences: pass cu_seqlens, with q as (T, Nq, K) or (1, T, Nq, K))"
@@ -154,7 +170,7 @@ def problem_of(x: Inputs) -> Problem:
                         f"shape {tuple(x.q.shape)}")
         if x.cu_seqlens.device != device:
             raise _fail("cu_seqlens", f"device {device} (as q)", x.cu_seqlens.device)
-        seqlens = seqlens_of(x.cu_seqlens, S)
+        seqlens = unread_seqlens(x.cu_seqlens, S, max_seqlen) if max_seqlen else seqlens_of(x.cu_seqlens, S)
     nseq = len(seqlens) if seqlens is not None else B
 
     if x.h0 is not None:

@@ -146,10 +146,12 @@ def _heads(q, k, v, W, f) -> int:
 @torch.library.custom_op("m2tune::m2rnn_fwd", mutates_args=())
 def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: torch.Tensor,
          h0: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor], plan: str,
-         ckpt_every: int, n_seq: int, n_chunks: int
+         ckpt_every: int, n_seq: int, n_chunks: int, max_seqlen: int
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # max_seqlen (packed calls; 0: not given): with it nothing here reads cu_seqlens on the host,
+    # which a CUDA-graph capture (mode="reduce-overhead") forbids
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
-    problem = problem_of(x)
+    problem = problem_of(x, max_seqlen)
     data = json.loads(plan)
     config, bwd_config = _configs(data, problem, q.device)
     # the chunk is the backward's CKPT (for a traced call chosen just now); the fake of a traced
@@ -164,7 +166,7 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
 
 
 @_fwd.register_fake
-def _fwd_fake(q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks):
+def _fwd_fake(q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks, max_seqlen):
     N = _heads(q, k, v, W, f)
     K, V = q.shape[3], v.shape[3]
     if not ckpt_every:             # traced: the chunk count is cdiv(S, CKPT) of the op's own lookup
@@ -177,10 +179,10 @@ def _fwd_fake(q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks):
 @torch.library.custom_op("m2tune::m2rnn_bwd", mutates_args=())
 def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: torch.Tensor,
          h0: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor], ckpt: torch.Tensor,
-         dy: torch.Tensor, dh_T: torch.Tensor, gradient_clipping: float, plan: str
+         dy: torch.Tensor, dh_T: torch.Tensor, gradient_clipping: float, plan: str, max_seqlen: int
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     x = Inputs(q, k, v, W, f, h0, cu_seqlens)
-    problem = problem_of(x)
+    problem = problem_of(x, max_seqlen)
     config = _configs(json.loads(plan), problem, q.device)[1]
     clip = gradient_clipping if gradient_clipping > 0 else None
     compile_ahead.wait(_compile_key(plan, problem))     # never compile the same kernel twice
@@ -191,16 +193,16 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
 
 
 @_bwd.register_fake
-def _bwd_fake(q, k, v, W, f, h0, cu_seqlens, ckpt, dy, dh_T, gradient_clipping, plan):
+def _bwd_fake(q, k, v, W, f, h0, cu_seqlens, ckpt, dy, dh_T, gradient_clipping, plan, max_seqlen):
     dh0 = torch.empty_like(h0) if h0 is not None else q.new_empty(0)
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(W),
             torch.empty_like(f), dh0)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks = inputs
+    q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks, max_seqlen = inputs
     ctx.save_for_backward(q, k, v, W, f, h0, cu_seqlens, output[2])
-    ctx.plan = plan
+    ctx.plan, ctx.max_seqlen = plan, max_seqlen
 
 
 def _backward(ctx, dy, dh_T, _dckpt):
@@ -212,8 +214,8 @@ def _backward(ctx, dy, dh_T, _dckpt):
         dh_T = torch.zeros(ckpt.shape[0], ckpt.shape[1], ckpt.shape[3], ckpt.shape[4],
                            dtype=torch.float32, device=q.device)
     dq, dk, dv, dW, df, dh0 = torch.ops.m2tune.m2rnn_bwd(
-        q, k, v, W, f, h0, cu_seqlens, ckpt, dy, dh_T, clip, ctx.plan)
-    return dq, dk, dv, dW, df, (dh0 if h0 is not None else None), None, None, None, None, None
+        q, k, v, W, f, h0, cu_seqlens, ckpt, dy, dh_T, clip, ctx.plan, ctx.max_seqlen)
+    return dq, dk, dv, dW, df, (dh0 if h0 is not None else None), None, None, None, None, None, None
 
 
 torch.library.register_autograd("m2tune::m2rnn_fwd", _backward, setup_context=_setup_context)
@@ -284,13 +286,14 @@ def m2rnn(q: Optional[torch.Tensor] = None, k: Optional[torch.Tensor] = None,
         use_kernels, plan = _dynamic_plan(q.device.type, str(q.dtype).removeprefix("torch."),
                                           config, clip, training)
         n_seq = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
-        ckpt_every, n_chunks = 0, 0
+        ckpt_every, n_chunks, known_seqlen = 0, 0, max_seqlen or 0
     else:
         problem = problem_of(Inputs(q, k, v, W, f, h0, cu_seqlens))   # clear errors, eagerly
         if max_seqlen is not None and max_seqlen < problem.S:
             raise InputError(f"m2rnn: `max_seqlen` expected at least the longest packed sequence, "
                              f"{problem.S} steps, got {max_seqlen}")
         use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan(problem, q.device.type, config, clip, training)
+        known_seqlen = problem.S if cu_seqlens is not None else 0     # checked just now: the op reads none
     if not use_kernels:
         y, h_T = m2rnn_reference(q, k, v, W, f, h0, cu_seqlens=cu_seqlens,
                                  gradient_clipping=gradient_clipping)
@@ -298,7 +301,7 @@ def m2rnn(q: Optional[torch.Tensor] = None, k: Optional[torch.Tensor] = None,
     y, h_T, _ = torch.ops.m2tune.m2rnn_fwd(q.contiguous(), k.contiguous(), v.contiguous(),
                                            W.contiguous(), f.contiguous(),
                                            h0.contiguous() if h0 is not None else None,
-                                           cu_seqlens, plan, ckpt_every, n_seq, n_chunks)
+                                           cu_seqlens, plan, ckpt_every, n_seq, n_chunks, known_seqlen)
     return (y.squeeze(0) if packed_3d else y), h_T
 
 
