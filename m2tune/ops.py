@@ -295,6 +295,12 @@ def m2rnn(q: Optional[torch.Tensor] = None, k: Optional[torch.Tensor] = None,
         use_kernels, plan, ckpt_every, n_seq, n_chunks = _plan(problem, q.device.type, config, clip, training)
         known_seqlen = problem.S if cu_seqlens is not None else 0     # checked just now: the op reads none
     if not use_kernels:
+        if cu_seqlens is not None and torch.compiler.is_compiling():
+            # the reference walks the packed sequences in Python: it must read cu_seqlens
+            raise NotImplementedError(
+                "m2rnn: this packed call runs the PyTorch reference (float64, or no GPU and no Triton "
+                "interpreter), which reads cu_seqlens on the host and cannot be traced: call it "
+                "outside torch.compile (torch.compiler.disable) or give bf16/fp32 inputs on a GPU")
         y, h_T = m2rnn_reference(q, k, v, W, f, h0, cu_seqlens=cu_seqlens,
                                  gradient_clipping=gradient_clipping)
         return (y.squeeze(0) if packed_3d else y), h_T.float()
