@@ -162,6 +162,8 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
     chunks = -(-problem.S // ckpt_every)
     _compile_backward_ahead(plan, data, bwd_config, problem, x, (n_seq, problem.N, chunks, problem.K, problem.V))
     ckpt = variants.load(config.variant).launch(problem, config, x, y, h_T, ckpt_every=ckpt_every)
+    if not n_chunks and chunks < 2:
+        ckpt = torch.cat([ckpt, ckpt], dim=2)   # a traced call's promise: at least 2 chunks (_fwd_fake)
     return y, h_T, ckpt
 
 
@@ -170,7 +172,9 @@ def _fwd_fake(q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks, 
     N = _heads(q, k, v, W, f)
     K, V = q.shape[3], v.shape[3]
     if not ckpt_every:             # traced: the chunk count is cdiv(S, CKPT) of the op's own lookup
-        n_chunks = torch.library.get_ctx().new_dynamic_size()
+        # at least 2 (the op pads a one-chunk call): inductor's CUDA-graph path compares the strides
+        # of saved tensors and cannot tell a chunk count that might be 1 from one that is not
+        n_chunks = torch.library.get_ctx().new_dynamic_size(min=2)
     return (q.new_empty(_y_shape(v, N)),
             q.new_empty((n_seq, N, K, V), dtype=torch.float32),
             q.new_empty((n_seq, N, n_chunks, K, V), dtype=torch.float32))
@@ -186,6 +190,7 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, W: torch.Tensor, f: 
     config = _configs(json.loads(plan), problem, q.device)[1]
     clip = gradient_clipping if gradient_clipping > 0 else None
     compile_ahead.wait(_compile_key(plan, problem))     # never compile the same kernel twice
+    ckpt = ckpt[:, :, :-(-problem.S // config["CKPT"])]  # a padded one-chunk traced call (_fwd)
     g = variants.load(config.variant).launch_backward(problem, config, x, ckpt, dy.contiguous(),
                                                       dh_T.contiguous(), gradient_clipping=clip)
     dh0 = g["h0"] if h0 is not None else q.new_empty(0)
