@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from m2tune import variants
 from m2tune.gpu import environment
 from m2tune.ops import m2rnn
 from m2tune.problem import shape
@@ -63,7 +64,12 @@ def measure_training(problem, config, *, clip=None, timed=True):
             y, h = m2rnn(*ls, cu_seqlens=x.cu_seqlens, gradient_clipping=clip, config=config)
             gs = torch.autograd.grad((y, h), ls, (dy, dh_T))
             return y.detach(), h.detach(), dict(zip("q k v W f".split(), gs))
-        val = validate_training(problem, train, seed=3, device="cuda", lengths=(128, 512), clip=clip)
+        # held to the row the tuner held the configs to: a backward whose recompute rounds H (dot_bf16,
+        # dot_tf32) was validated as a rounded-products config (measure/plan.py)
+        rounding = next(filter(None, (variants.spec(c.variant).rounding(c) for c in (config or {}).values())), None)
+        val = validate_training(problem, train, seed=3, device="cuda", lengths=(128, 512), clip=clip,
+                                rounding=rounding)
+        row["rounding"] = rounding
         row["valid"] = val.ok
         row["errors_S512"] = {c.name: c.e_cand for c in val.checks if c.length == 512}
         row["reference_bf16_errors_S512"] = {c.name: c.e_ref for c in val.checks if c.length == 512}
