@@ -22,8 +22,9 @@ ALL = (OK, INVALID_CONFIG, COMPILE_ERROR, OUT_OF_RESOURCES, LAUNCH_ERROR, WRONG_
 PRUNED = "pruned-by-model"     # the model predicted it far slower than the best so far (not run)
 DUPLICATE = "duplicate"        # the same parameters were scored by another trial: its outcome copied
 UNSCORED = "unscored"          # finished without a category: orphaned, or over the shared budget
+NOT_RECORDED = "not-recorded"  # replay backend: the recorded grid holds no measurement of it
 # Answered without running (no compile, no GPU time): they do not spend a study's --trials.
-FREE = (INVALID_CONFIG, PRUNED)
+FREE = (INVALID_CONFIG, PRUNED, NOT_RECORDED)
 
 
 def classify(exc: BaseException) -> str:

@@ -36,9 +36,12 @@ def _kernels(variant: str) -> list[str]:
 @click.option("--variant", default="m2rnn_fwd", show_default=True,
               help="Kernel to tune; several of one role, comma-separated (m2rnn_bwd,m2rnn_bwd_lean), are tuned "
               "one after the other and compared: the runtime runs the faster. Known: " + ", ".join(variants.names()))
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "gpu", "model"]),
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "gpu", "model", "replay"]),
               help="gpu: validate and time on this machine's GPUs; model: check in the Triton interpreter and "
-              "score with the performance model for --gpu (no GPU needed); auto: gpu if one is visible.")
+              "score with the performance model for --gpu (no GPU needed); replay: score from a recorded grid "
+              "of GPU measurements (--grid); auto: gpu if one is visible.")
+@click.option("--grid", default=None, help="Replay backend: a recorded grid (CSV of measured configs, "
+              "bench/record_grid.py) of this variant at this shape.")
 @gpu_option("GPU whose hardware profile the model backend uses (e.g. nvidia-h200) [default: this GPU].")
 @click.option("--trials", default=100, show_default=True, type=click.IntRange(min=1),
               help="Trials run in the study: configs rejected before compiling and candidates the model prunes "
@@ -69,12 +72,14 @@ def _kernels(variant: str) -> list[str]:
 def tune(ctx: click.Context, shape_name: str, variant: str, backend: str, gpu: Optional[str], trials: int,
          sampler: str, seed: int, storage: str, study_name: Optional[str], gpus: str, prune: bool,
          trial_timeout: float, reps: int, confirm: int, space: Optional[str], all_buckets: bool,
-         budget_s: Optional[float], as_json: bool) -> None:
+         budget_s: Optional[float], grid: Optional[str], as_json: bool) -> None:
     """Find the fastest validated config for one shape (or every bucket): Optuna studies, resumable."""
     from ..tuning import summary as summ
     from ..tuning.options import TuneOptions
     if backend == "auto":
         backend = "gpu" if variants.cuda_available() else "model"
+    if (grid is not None) != (backend == "replay"):
+        raise click.BadParameter("--grid and --backend replay go together", param_hint="--grid")
     try:
         gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
     except ValueError:
@@ -100,7 +105,7 @@ def tune(ctx: click.Context, shape_name: str, variant: str, backend: str, gpu: O
     results = [_tune_one(TuneOptions(variant=k, shape=shape, backend=backend, target=gpu, trials=trials,
                                      sampler=sampler, seed=seed, storage=storage, study=study_name,
                                      gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps,
-                                     confirm=confirm, space=space, budget_s=budget_s), as_json)
+                                     confirm=confirm, space=space, budget_s=budget_s, grid=grid), as_json)
                for k, shape in runs]
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)

@@ -24,7 +24,7 @@ from ..problem import KernelConfig, Problem
 from .trial import GPU, INTERPRET, TrialRequest, TrialResult, interpretable
 from .worker import Worker
 
-NAMES = ("gpu", "model")
+NAMES = ("gpu", "model", "replay")       # replay: m2tune/tuning/replay.py
 
 
 @dataclass

@@ -17,8 +17,9 @@ class TuneError(RuntimeError):
 class TuneOptions:
     variant: str = "m2rnn_fwd"           # also the search-space file name, unless `space` is given
     shape: str = "paper-7b"              # a named shape or a bucket of the search space
-    backend: str = "gpu"                 # "gpu" or "model"
-    target: Optional[str] = None         # model backend: GPU slug of the hardware profile
+    backend: str = "gpu"                 # "gpu", "model" or "replay"
+    target: Optional[str] = None         # model and replay backends: GPU slug of the hardware profile
+    grid: Optional[str] = None           # replay backend: the recorded grid (CSV) it scores from
     trials: int = 100                    # scored trials wanted in the study (duplicates not counted)
     budget_s: Optional[float] = None     # wall seconds this run may ask new trials for (running ones
                                          # finish, the confirm stage follows); the study resumes later

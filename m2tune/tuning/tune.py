@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 from .. import status, variants
 from ..problem import KernelConfig
 from ..status import DUPLICATE, FREE, PRUNED, scored, spends_budget
-from .backends import GpuEvaluator, ModelEvaluator, Outcome, model_config
+from .backends import NAMES, GpuEvaluator, ModelEvaluator, Outcome, model_config
 from .duplicates import UNDECIDED, decided_by
 from .options import Progress, TuneError, TuneOptions, hardware_for, study_name
 from .orphans import Reaper
@@ -66,8 +66,8 @@ class Tuner:
         import optuna
 
         from . import samplers
-        if opts.backend not in ("gpu", "model"):
-            raise TuneError(f"unknown backend {opts.backend!r}; known: gpu, model")
+        if opts.backend not in NAMES:
+            raise TuneError(f"unknown backend {opts.backend!r}; known: {', '.join(NAMES)}")
         self.opts = opts
         for name, spec_ref, kernel_path in opts.extra_variants:
             variants.register(name, spec_ref, kernel_path)
@@ -76,7 +76,11 @@ class Tuner:
             raise TuneError(f"search space {self.space.source} is for {self.space.variant}, not {opts.variant}")
         self.spec = variants.spec(opts.variant)
         self.problem = problem_for(self.space, opts.shape)
-        self.hw = hardware_for(opts, required=opts.backend == "model")
+        self.hw = hardware_for(opts, required=opts.backend in ("model", "replay"))
+        self.grid = None
+        if opts.backend == "replay":
+            from .replay import grid_for
+            self.grid = grid_for(opts, self.problem)
         if opts.backend == "gpu":
             from ..gpu import gpu_info
             info = gpu_info()
@@ -288,8 +292,8 @@ class Tuner:
         self._tell(trial, outcome.value, outcome.result.status, dict(trial.params))
 
     def _pruned(self, trial, config: KernelConfig) -> bool:
-        """GPU backend: skip a candidate the model predicts far slower than the best measured one."""
-        if not (self.opts.prune and self.opts.backend == "gpu" and self.hw is not None):
+        """GPU (and its replay): skip a candidate the model predicts far slower than the best measured one."""
+        if not (self.opts.prune and self.opts.backend in ("gpu", "replay") and self.hw is not None):
             return False
         from ..model import perfmodel
         with self.lock:
@@ -336,6 +340,9 @@ class Tuner:
         if self.opts.backend == "gpu":
             return [GpuEvaluator(d, trial_timeout_s=self.opts.trial_timeout_s, reps=self.opts.reps,
                                  extra_variants=self._extra()) for d in self.opts.gpus]
+        if self.grid is not None:
+            from .replay import ReplayEvaluator
+            return [ReplayEvaluator(self.grid)]
         return [ModelEvaluator(self.hw, trial_timeout_s=self.opts.trial_timeout_s,
                                extra_variants=self._extra())]
 
