@@ -32,11 +32,13 @@ class Agreement:
     best_in_top5: bool
     best_measured_ms: float
     best_predicted_rank: int     # 1-based rank of the measured best in the model's order
+    top_pick_ratio: float = float("nan")   # measured time of the model's first pick / the measured best
 
     def line(self) -> str:
         return (f"{self.shape:<11} {self.variant:<10} n={self.configs:<3} spearman={self.spearman:+.3f} "
                 f"MdAPE={self.median_ape:5.1f}%  measured best {self.best_measured_ms:.3f} ms is model "
-                f"rank {self.best_predicted_rank} ({'in' if self.best_in_top5 else 'NOT in'} top 5)")
+                f"rank {self.best_predicted_rank} ({'in' if self.best_in_top5 else 'NOT in'} top 5), "
+                f"the model's pick {self.top_pick_ratio:.2f}x the best")
 
 
 def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
@@ -80,7 +82,8 @@ def agreement(rows: list[dict[str, Any]], hw: HardwareProfile) -> list[Agreement
         order = sorted(range(len(pairs)), key=lambda i: predicted[i])
         rank = order.index(best) + 1
         out.append(Agreement(shape_name, variant, len(pairs), spearman(predicted, measured),
-                             median_ape(predicted, measured), rank <= 5, measured[best], rank))
+                             median_ape(predicted, measured), rank <= 5, measured[best], rank,
+                             measured[order[0]] / measured[best]))
     return out
 
 
