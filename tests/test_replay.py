@@ -43,13 +43,13 @@ def test_a_replayed_trial_gets_the_recorded_time_failure_or_not_recorded(tmp_pat
 def test_a_replayed_study_finds_the_grid_best_among_what_it_ran(tmp_path):
     # the space's starting points first, then TPE: what it runs is scored from the grid, the rest free
     opts = TuneOptions(variant="m2rnn_fwd", shape="paper-7b", backend="replay", grid=str(MEASURED),
-                       target="nvidia-h200", trials=6, storage=f"sqlite:///{tmp_path}/r.db", seed=3,
+                       target="nvidia-h200", trials=4, storage=f"sqlite:///{tmp_path}/r.db", seed=3,
                        prune=False, confirm=0)
     tuner = Tuner(opts)
     summary = tuner.run()
     times = {json.dumps(r["config"], sort_keys=True): r["median_ms"] for r in recorded()}
     ran = [t for t in tuner.study.get_trials() if t.user_attrs.get("status") == status.OK]
-    assert ran and len(ran) <= 6
+    assert ran and len(ran) <= 4
     for t in ran:                                    # every ok value is the recorded median
         key = json.dumps(KernelConfig.of("m2rnn_fwd", t.user_attrs["config"]).as_dict(), sort_keys=True)
         assert t.value == pytest.approx(times[key]) and t.user_attrs["predicted"] is False
@@ -84,7 +84,8 @@ def test_the_efficiency_benchmark_over_a_complete_grid(tmp_path):
     space = tmp_path / "small.yaml"
     text = (ROOT / "bench" / "grids" / "m2rnn_fwd-one-warp.yaml").read_text()
     space.write_text(text.replace("MATMUL: {choices: [fma, dot_ieee, dot_tf32x3, dot_tf32, dot_bf16, dot_bf16x2]}",
-                                  "MATMUL: {choices: [fma, dot_tf32x3, dot_bf16, dot_bf16x2]}"))
+                                  "MATMUL: {choices: [fma, dot_tf32x3, dot_bf16, dot_bf16x2]}")
+                     .replace("BLOCK_K: {choices: [16, 32, 64, 128]}", "BLOCK_K: {choices: [16, 32]}"))
     problem, configs = record_grid.grid_configs("m2rnn_fwd", "paper-7b", "BLOCK_B <= 2", str(space))
     hw = resolve_target("nvidia-h200", [ROOT / "profiles"])
     rows = [{"shape": "paper-7b", "variant": "m2rnn_fwd", "config": c.as_dict(),
