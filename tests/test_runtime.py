@@ -3,6 +3,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -307,7 +308,7 @@ def test_round_trip_study_to_file_to_lookup(tmp_path, monkeypatch):
     from m2tune.tuning.options import TuneOptions
     from m2tune.tuning.tune import Tuner
     storage = f"sqlite:///{tmp_path}/s.db"
-    result = Tuner(TuneOptions(shape="small", backend="model", target="nvidia-h200", trials=2,
+    result = Tuner(TuneOptions(shape="tiny", backend="model", target="nvidia-h200", trials=2,
                                storage=storage)).run()
     (written,) = export(storage, tmp_path / "profiles")
     assert written == tmp_path / "profiles" / "nvidia-h200" / "m2rnn_fwd.json"
@@ -318,8 +319,8 @@ def test_round_trip_study_to_file_to_lookup(tmp_path, monkeypatch):
     assert entry["measured"] is False and entry["predicted_for"] == "nvidia-h200"
     assert entry["trials"] == result["scored"] and entry["study"] == result["study"]
     monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path / "profiles"))
-    choice = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200")
-    assert choice.reason == "exact bucket small" and choice.measured is False
+    choice = runtime.lookup("m2rnn_fwd", shape("tiny"), gpu="nvidia-h200")
+    assert choice.reason == "exact bucket tiny" and choice.measured is False
     assert choice.config.as_dict() == result["best"]["config"]
 
 
@@ -329,7 +330,7 @@ params:
   MATMUL: {choices: [fma, dot_bf16, dot_ieee]}
   BLOCK_K: {choices: [16]}
 buckets:
-  - {name: small, shape: small}
+  - {name: small-k32, shape: small, K: 32}
 """
 
 
@@ -342,7 +343,8 @@ def test_export_adds_a_training_entry_when_the_winner_rounds_the_state(tmp_path,
     space = tmp_path / "space.yaml"
     space.write_text(TRAINING_SPACE)
     storage = f"sqlite:///{tmp_path}/s.db"
-    Tuner(TuneOptions(shape="small", backend="model", target="nvidia-h200", trials=3, storage=storage,
+    # K=32: the interpreter proves each trial's plan in half the time of the small shape's K=64
+    Tuner(TuneOptions(shape="small-k32", backend="model", target="nvidia-h200", trials=3, storage=storage,
                       space=str(space), sampler="grid")).run()
     (written,) = export(storage, tmp_path / "profiles")
     entry = json.loads(written.read_text())["entries"][0]
@@ -350,10 +352,11 @@ def test_export_adds_a_training_entry_when_the_winner_rounds_the_state(tmp_path,
     accurate = entry["training"]["config"]["MATMUL"]
     assert accurate in ("fma", "dot_ieee") and entry["training"]["time_ms"] > entry["time_ms"]
     monkeypatch.setenv(runtime.ENV_OVERRIDE, str(tmp_path / "profiles"))
-    infer = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200")
-    train = runtime.lookup("m2rnn_fwd", shape("small"), gpu="nvidia-h200", training=True)
-    assert infer.reason == "exact bucket small" and infer.config["MATMUL"] == "dot_bf16"
-    assert train.reason == "exact bucket small, training entry" and train.config["MATMUL"] == accurate
+    small_k32 = replace(shape("small"), K=32)
+    infer = runtime.lookup("m2rnn_fwd", small_k32, gpu="nvidia-h200")
+    train = runtime.lookup("m2rnn_fwd", small_k32, gpu="nvidia-h200", training=True)
+    assert infer.reason == "exact bucket small-k32" and infer.config["MATMUL"] == "dot_bf16"
+    assert train.reason == "exact bucket small-k32, training entry" and train.config["MATMUL"] == accurate
 
 
 def test_export_takes_a_confirm_winner_without_a_trial_of_its_own(tmp_path):

@@ -25,7 +25,7 @@ from m2tune.tuning.duplicates import UNDECIDED
 from m2tune.tuning.options import TuneError, TuneOptions
 from m2tune.tuning.tune import Tuner
 from tests import planted_variants as planted
-from tests.tuning import (ROOT, SHAPE, SMALL_BUCKET, SMALL_SPACE, TARGET, assert_no_repeats, environment,
+from tests.tuning import (ROOT, SHAPE, SMALL_BUCKET, SMALL_SPACE, TARGET, assert_no_repeats, environment, replay_grid,
                           params_key, scored, small_space, trials_of, tune_command)
 
 RUNNING = optuna.trial.TrialState.RUNNING
@@ -192,7 +192,9 @@ def test_grid_sampler_scores_every_point_then_stops(tmp_path):
 def test_a_starting_point_added_later_is_tried_when_the_study_resumes(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(SMALL_SPACE)
-    opts = options(tmp_path, space=str(space), shape=SMALL_BUCKET, trials=1, sampler="random")
+    # bookkeeping only: replayed from a model-timed grid, no interpreter
+    opts = options(tmp_path, space=str(space), shape=SMALL_BUCKET, trials=1, sampler="random",
+                   backend="replay", grid=replay_grid(tmp_path, space), prune=False)
     Tuner(opts).run()                                     # the default config, enqueued first
     space.write_text(SMALL_SPACE + "enqueue:\n  - {BLOCK_K: 4, PREFETCH: 2, MATMUL: dot_ieee}\n")
     tuner = Tuner(replace(opts, trials=2))

@@ -38,6 +38,28 @@ def small_space(folder: Path) -> tuple[str, ...]:
     return ("--space", str(path))
 
 
+def replay_grid(folder: Path, space: Path) -> str:
+    """A recorded grid of every config of `space` at SMALL_BUCKET, timed by the H200 performance
+    model: for tests of the tuner's bookkeeping (resume, enqueue, duplicates), which the replay
+    backend scores instantly instead of the interpreter's seconds per trial."""
+    import itertools
+
+    from m2tune.model import perfmodel
+    from m2tune.model.hardware import resolve_target
+    from m2tune.model.modelcheck import write_csv
+    from m2tune.tuning.space import problem_for
+    from m2tune.tuning.space_file import load_space
+    loaded = load_space(str(space))
+    problem = problem_for(loaded, SMALL_BUCKET)
+    hw = resolve_target(TARGET, [ROOT / "profiles"])
+    values = loaded.grid_values()
+    configs = [loaded.config(dict(zip(values, combo))) for combo in itertools.product(*values.values())]
+    path = folder / "grid.csv"
+    write_csv([{"shape": SMALL_BUCKET, "variant": loaded.variant, "config": c.as_dict(),
+                "median_ms": perfmodel.predict(problem, c, hw).time_ms, "error": ""} for c in configs], path)
+    return str(path)
+
+
 def tune_command(storage: str, study: str, trials: int, *extra: str, shape: str = SHAPE) -> list[str]:
     """`m2tune tune` on the model backend (no GPU needed), as the installed command runs it."""
     return [sys.executable, str(ROOT / "cli.py"), "tune", "--backend", "model", "--target", TARGET,
