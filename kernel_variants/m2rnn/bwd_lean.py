@@ -108,6 +108,18 @@ def _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, dst, c, L, bos, n_steps, ck_ptr_of
 
 
 @triton.jit
+def _recompute_step(hr, rk, rv, rf, rc_base, r, tok_r, r_last, in_tile, k_ptr, v_ptr, f_ptr, rows_k, row_ok,
+                    cols, col_ok, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V, TILE: tl.constexpr, MATMUL: tl.constexpr,
+                    TANH_APPROX: tl.constexpr, EVEN: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
+    """OVERLAP's recompute, one step: H_{t-1} (hr) into slot r, the inputs of token tok_r + 1
+    loaded ahead (clamped to r_last), H_t from the inputs loaded a step before (rk, rv, rf)."""
+    tl.store(rc_base + r * TILE + in_tile, hr)
+    nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(tok_r + 1, r_last), rows_k, row_ok, cols, col_ok,
+                              hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+    return _forward_step(hr, rk, rv, rf, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT), nk, nv, nf
+
+
+@triton.jit
 def _prepare(hp, kt, vt, ft, w, wt, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
              EMULATE_BF16_DOT: tl.constexpr):
     """Off the chain: z_t from H_{t-1}, then c = (1 - f)(1 - z²) and e = H_{t-1} - z_t."""
@@ -261,11 +273,10 @@ def m2rnn_bwd_lean_kernel(
                 if OVERLAP:
                     # an independent chain beside this one: step L - 1 - j of chunk cr's recompute
                     r = L - 1 - j
-                    tl.store(rc_base + r * TILE + in_tile, hr)
-                    kr, vr, fr = rk, rv, rf
-                    rk, rv, rf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(bos + cr * CKPT + r + 1, r_last),
-                                              rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
-                    hr = _forward_step(hr, kr, vr, fr, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+                    hr, rk, rv, rf = _recompute_step(hr, rk, rv, rf, rc_base, r, bos + cr * CKPT + r, r_last,
+                                                     in_tile, k_ptr, v_ptr, f_ptr, rows_k, row_ok, cols, col_ok,
+                                                     w, wt, hk, hv, hf, Nk, Nv, Nf, K, V, TILE, MATMUL,
+                                                     TANH_APPROX, EVEN, EMULATE_BF16_DOT)
             tl.debug_barrier()  # the block's scratch is read below in another layout
 
             # ---- 2b. the block's gradients, all its steps at once ----
@@ -301,11 +312,10 @@ def m2rnn_bwd_lean_kernel(
         if OVERLAP:
             # a partial chunk (the last) left chunk cr's recompute short: its remaining steps, its end
             for r in range(L, CKPT):
-                tl.store(rc_base + r * TILE + in_tile, hr)
-                kr, vr, fr = rk, rv, rf
-                rk, rv, rf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(bos + cr * CKPT + r + 1, r_last),
-                                          rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
-                hr = _forward_step(hr, kr, vr, fr, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+                hr, rk, rv, rf = _recompute_step(hr, rk, rv, rf, rc_base, r, bos + cr * CKPT + r, r_last, in_tile,
+                                                 k_ptr, v_ptr, f_ptr, rows_k, row_ok, cols, col_ok, w, wt, hk, hv,
+                                                 hf, Nk, Nv, Nf, K, V, TILE, MATMUL, TANH_APPROX, EVEN,
+                                                 EMULATE_BF16_DOT)
             tl.store(rc_base + CKPT * TILE + in_tile, hr)
 
     # dW partial of this program, reduced over programs and shared heads by the launcher
