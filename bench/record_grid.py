@@ -15,7 +15,6 @@ skipped, so a grid larger than one device session is recorded over several.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import random
 import sys
@@ -24,31 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from m2tune import variants  # noqa: E402
 from m2tune.model.modelcheck import read_csv, write_csv  # noqa: E402
 from m2tune.tuning.backends import GpuEvaluator  # noqa: E402
-from m2tune.tuning.rules import compile_rule  # noqa: E402
-from m2tune.tuning.space import problem_env, problem_for  # noqa: E402
-from m2tune.tuning.space_file import load_space  # noqa: E402
-
-
-def grid_configs(variant: str, shape: str, where: str | None, space_file: str | None = None):
-    """Every config of the space's grid that its constraints, --where and the spec's check allow."""
-    space = load_space(space_file or variant)
-    problem = problem_for(space, shape)
-    values = space.grid_values()
-    env_problem = problem_env(problem)
-    rule = compile_rule(where, [*values, *env_problem]) if where else None
-    spec = variants.spec(variant)
-    configs = []
-    for combo in itertools.product(*values.values()):
-        params = dict(zip(values, combo))
-        if space.violations(params, problem) or (rule and not rule({**env_problem, **params})):
-            continue
-        config = space.config(params)
-        if spec.check(problem, config) is None:
-            configs.append(config)
-    return problem, configs
+from m2tune.tuning.replay import grid_configs  # noqa: E402
 
 
 def main() -> None:

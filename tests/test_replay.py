@@ -76,21 +76,15 @@ def test_the_efficiency_benchmark_over_a_complete_grid(tmp_path):
     import argparse
     import sys
     sys.path.insert(0, str(ROOT / "bench"))
-    import record_grid
     import replay_efficiency
 
-    from m2tune.model import perfmodel
-    from m2tune.model.hardware import resolve_target
+    from tests.tuning import replay_grid
     space = tmp_path / "small.yaml"
     text = (ROOT / "bench" / "grids" / "m2rnn_fwd-one-warp.yaml").read_text()
     space.write_text(text.replace("MATMUL: {choices: [fma, dot_ieee, dot_tf32x3, dot_tf32, dot_bf16, dot_bf16x2]}",
                                   "MATMUL: {choices: [fma, dot_tf32x3, dot_bf16, dot_bf16x2]}")
                      .replace("BLOCK_K: {choices: [16, 32, 64, 128]}", "BLOCK_K: {choices: [16, 32]}"))
-    problem, configs = record_grid.grid_configs("m2rnn_fwd", "paper-7b", "BLOCK_B <= 2", str(space))
-    hw = resolve_target("nvidia-h200", [ROOT / "profiles"])
-    rows = [{"shape": "paper-7b", "variant": "m2rnn_fwd", "config": c.as_dict(),
-             "median_ms": perfmodel.predict(problem, c, hw).time_ms, "error": ""} for c in configs]
-    write_csv(rows, tmp_path / "grid.csv")
+    replay_grid(tmp_path, space, "paper-7b", "BLOCK_B <= 2")
     space.write_text(space.read_text().replace("  BLOCK_B: {choices: [1, 2, 4, 8]}", "  BLOCK_B: {choices: [1, 2]}"))
     grid = load_grid(tmp_path / "grid.csv", "m2rnn_fwd", "paper-7b")
     args = argparse.Namespace(variant="m2rnn_fwd", shape="paper-7b", grid=str(tmp_path / "grid.csv"),

@@ -38,24 +38,19 @@ def small_space(folder: Path) -> tuple[str, ...]:
     return ("--space", str(path))
 
 
-def replay_grid(folder: Path, space: Path) -> str:
-    """A recorded grid of every config of `space` at SMALL_BUCKET, timed by the H200 performance
-    model: for tests of the tuner's bookkeeping (resume, enqueue, duplicates), which the replay
-    backend scores instantly instead of the interpreter's seconds per trial."""
-    import itertools
-
+def replay_grid(folder: Path, space: Path, shape: str = SMALL_BUCKET, where: str | None = None) -> str:
+    """A recorded grid of every config of `space` at `shape` (tuning/replay.grid_configs, what
+    bench/record_grid.py records), timed by the H200 performance model instead of a GPU: for tests
+    of the tuner's bookkeeping and of the replay machinery, which the replay backend scores
+    instantly instead of the interpreter's seconds per trial."""
     from m2tune.model import perfmodel
     from m2tune.model.hardware import resolve_target
     from m2tune.model.modelcheck import write_csv
-    from m2tune.tuning.space import problem_for
-    from m2tune.tuning.space_file import load_space
-    loaded = load_space(str(space))
-    problem = problem_for(loaded, SMALL_BUCKET)
+    from m2tune.tuning.replay import grid_configs
+    problem, configs = grid_configs("m2rnn_fwd", shape, where, str(space))
     hw = resolve_target(TARGET, [ROOT / "profiles"])
-    values = loaded.grid_values()
-    configs = [loaded.config(dict(zip(values, combo))) for combo in itertools.product(*values.values())]
     path = folder / "grid.csv"
-    write_csv([{"shape": SMALL_BUCKET, "variant": loaded.variant, "config": c.as_dict(),
+    write_csv([{"shape": shape, "variant": c.variant, "config": c.as_dict(),
                 "median_ms": perfmodel.predict(problem, c, hw).time_ms, "error": ""} for c in configs], path)
     return str(path)
 

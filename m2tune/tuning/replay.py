@@ -92,6 +92,33 @@ def check_problem(grid: RecordedGrid, problem: Problem) -> None:
                         f"{problem.describe()}")
 
 
+def grid_configs(variant: str, shape: str, where: str | None = None,
+                 space_file: str | None = None) -> tuple[Problem, list[KernelConfig]]:
+    """The problem of `shape` and every config of the space's grid (`space_file`, else the
+    variant's own) that its constraints, the extra rule `where` and the spec's check allow: what a
+    recorded grid holds (bench/record_grid.py)."""
+    import itertools
+
+    from .rules import compile_rule
+    from .space import problem_env, problem_for
+    from .space_file import load_space
+    space = load_space(space_file or variant)
+    problem = problem_for(space, shape)
+    values = space.grid_values()
+    env_problem = problem_env(problem)
+    rule = compile_rule(where, [*values, *env_problem]) if where else None
+    spec = variants.spec(variant)
+    configs = []
+    for combo in itertools.product(*values.values()):
+        params = dict(zip(values, combo))
+        if space.violations(params, problem) or (rule and not rule({**env_problem, **params})):
+            continue
+        config = space.config(params)
+        if spec.check(problem, config) is None:
+            configs.append(config)
+    return problem, configs
+
+
 def grid_for(opts: TuneOptions, problem: Problem) -> RecordedGrid:
     """The grid a replayed study scores from (TuneError naming --grid when it cannot be used)."""
     if not opts.grid:
