@@ -2,7 +2,8 @@
 
 Run from the repo root on a GPU machine:  PYTHONPATH=. python3 bench/h200_bwd_grid.py OUTDIR [SHAPE [GRID]]
 GRID names a list of configs below (`first`, the default: the first lean grid; `levers`: the
-tuned lean config with and without OVERLAP and register caps, and one-warp BLOCK_K=16 variants).
+tuned lean config with and without OVERLAP and register caps, and one-warp BLOCK_K=16 variants;
+`inline`: every shipped lean entry with and without INLINE, and INLINE's neighbours).
 Every config is compiled first, in parallel processes; each is then validated against float64
 autograd on a small problem with the shape's head sharing (bf16, h0, clipping that binds, two
 lengths, three chunks) and its backward alone timed at the full shape (checkpoints made once by an
@@ -56,7 +57,20 @@ for prefetch in (0, 1):
         for regs in (0, 128):
             LEVERS.append((LEAN, {**TUNED_LEAN, "BLOCK_K": 16, "PREFETCH": prefetch, "OVERLAP": overlap,
                                   "MAXNREG": regs}))
-GRIDS = {"first": CONFIGS, "levers": LEVERS}
+
+# INLINE (dq in the recompute, df in the chain step) against each shipped lean entry and the runtime's
+# paper-7b m2rnn_bwd; INLINE frees registers of the block (BULK=4 may fit one warp now)
+LONG_LEAN = {"BLOCK_K": 16, "BULK": 2, "CKPT": 32, "MATMUL": "dot_bf16", "OVERLAP": 1, "PREFETCH": 1,
+             "TANH": "approx", "num_warps": 1}                       # B=1 S=16384 N=132
+BF16_LEAN = {**TUNED_LEAN, "MATMUL": "dot_bf16", "DW_MATMUL": "same"}
+INLINE = [(OLD, SHIPPED)]
+for params in (TUNED_LEAN, {**TUNED_LEAN, "MAXNREG": 128}, BF16_LEAN, {**BF16_LEAN, "OVERLAP": 1}, LONG_LEAN,
+               {**LONG_LEAN, "OVERLAP": 0}):
+    for inline in (0, 1):
+        INLINE.append((LEAN, {**params, "INLINE": inline}))
+for change in ({"BLOCK_K": 16, "BULK": 4}, {"BULK": 1}, {"CKPT": 16}, {"CKPT": 64}, {"PREFETCH": 2}, {"PREFETCH": 0}):
+    INLINE.append((LEAN, {**BF16_LEAN, "INLINE": 1, **change}))
+GRIDS = {"first": CONFIGS, "levers": LEVERS, "inline": INLINE}
 
 
 def small(problem):
@@ -101,9 +115,11 @@ def main(out, shape_name="paper-7b", grid="first", picks=None):
         try:
             check = small(problem)
             fcfg = variants.spec("m2rnn_fwd").checkpoint_config(check)
+            # held to the row the tuner holds the config to (a recompute that rounds H: measure/plan.py)
+            rounding = variants.spec(config.variant).rounding(config)
             val = validate_training(check, variant_training(fwd_module, fcfg, variants.load(config.variant), config),
-                                    seed=5, device="cuda", lengths=(64, 200), clip=1.0)
-            row.update(valid=val.ok, max_error=val.max_error, reason=val.reason())
+                                    seed=5, device="cuda", lengths=(64, 200), clip=1.0, rounding=rounding)
+            row.update(valid=val.ok, max_error=val.max_error, reason=val.reason(), rounding=rounding)
             prepared = prepare(problem, config, gradient_clipping=1.0)
             t = time_cuda(prepared.run, warmup=2, reps=10)
             row.update(status="ok", bwd_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,

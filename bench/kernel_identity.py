@@ -30,6 +30,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 os.environ.pop("TRITON_INTERPRET", None)          # compile for the GPU, not the interpreter
 
@@ -142,6 +143,11 @@ def inputs(problem):
     return cast(make_inputs(problem, seed=0), TORCH_DTYPES[problem.dtype])
 
 
+def _spec_config(kernel: str, params: dict):
+    from m2tune import variants
+    return variants.spec(kernel).config(params)
+
+
 def fingerprints(layout: str, profiles: Path) -> dict:
     from m2tune.problem import KernelConfig, Problem
     modules = {k: importlib.import_module(m) for k, (m, _, _) in LAYOUTS[layout].items()}
@@ -160,7 +166,9 @@ def fingerprints(layout: str, profiles: Path) -> dict:
                 configs.append(("training", entry["training"]["config"]))
             problem = short(Problem(**entry["bucket"]))
             for role, params in configs:
-                config = KernelConfig.of(kernel, params)
+                # as the runtime reads an entry: its params over the spec's defaults (an entry written
+                # before a parameter existed runs that parameter's default)
+                config = (_spec_config(kernel, params) if layout == "new" else KernelConfig.of(kernel, params))
                 x = inputs(problem)
                 lead = (problem.B, problem.S)
                 y = torch.empty(*lead, problem.N, problem.V, dtype=x.q.dtype)
@@ -181,6 +189,17 @@ def fingerprints(layout: str, profiles: Path) -> dict:
     return out
 
 
+def same_launch(a: Optional[dict], b: Optional[dict]) -> bool:
+    """One launch in both trees: the same grid, arguments and SASS, and the same constexprs except one
+    a tree does not have at all (a parameter added since, passed at a value that compiles the same)."""
+    if a is None or b is None:
+        return a is b
+    if (a["grid"], a["args"], a["sass"]) != (b["grid"], b["args"], b["sass"]):
+        return False
+    shared = a["kwargs"].keys() & b["kwargs"].keys()
+    return all(a["kwargs"][k] == b["kwargs"][k] for k in shared)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layout", choices=sorted(LAYOUTS))
@@ -191,7 +210,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.compare:
         one, two = (json.loads(p.read_text()) for p in a.compare)
-        differ = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+        differ = sorted(k for k in one.keys() | two.keys() if not same_launch(one.get(k), two.get(k)))
         print(f"{len(one)} / {len(two)} launches; {len(differ)} differ")
         for k in differ:
             print("  differs:", k)
@@ -201,7 +220,7 @@ def main() -> None:
         a.out.write_text(json.dumps(prints, indent=1, sort_keys=True) + "\n")
     if a.restamp:
         base = json.loads(a.restamp.read_text())
-        differ = sorted(k for k in base.keys() | prints.keys() if base.get(k) != prints.get(k))
+        differ = sorted(k for k in base.keys() | prints.keys() if not same_launch(base.get(k), prints.get(k)))
         if differ:
             sys.exit(f"not re-stamped: {len(differ)} launches differ from {a.restamp}: {differ[:5]}")
         from m2tune import variants

@@ -61,6 +61,28 @@ CASES = {
             "overlap-recompute-one-slot-late": ("r = L - 1 - j", "r = tl.minimum(L - j, CKPT - 1)"),
             "overlap-short-chunk-tail-skipped": ("for r in range(L, CKPT):", "for r in range(CKPT, CKPT):"),
         }),
+    # INLINE (dq in the recompute, df in the chain step) with OVERLAP: the same three chunks; SLOTS=1:
+    # both heads add into one dq copy (with a copy each, a dq written twice would be stored twice, harmless)
+    "m2rnn_bwd_lean-inline": (
+        Problem(B=1, S=36, K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
+        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, OVERLAP=1, INLINE=1, SLOTS=1, num_warps=4),
+        {
+            # (only where chunk 0 is whole: a short one's extra recompute steps lie past the sequence,
+            # and unmasked they would write out of bounds, which no validator should have to survive)
+            "inline-dq-of-chunk-0-counted-twice": ("dq_on = c > 0", "dq_on = (c > 0) | (L == CKPT)"),
+            "inline-dq-from-the-state-before-the-step": ("_dq_step(h, rdy, dq_base, tok_r,",
+                                                         "_dq_step(hr, rdy, dq_base, tok_r,"),
+            "inline-dq-dropped-in-the-first-recompute": ("_dq_step(h, dyt, dq_base, tok, True,",
+                                                         "_dq_step(h, dyt, dq_base, tok, False,"),
+            "inline-dq-dropped-in-the-short-chunk-tail": (
+                "dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,",
+                "dq_on & False, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,"),
+            "inline-dy-of-the-token-before": ("dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)\n    else:",
+                                              "dyt = _load(dy_ptr + (tl.maximum(tok - 1, 0) * N + n) * V + cols, "
+                                              "col_ok, EVEN)\n    else:"),
+            "inline-df-one-token-late": ("accumulate(df_base, (bos + t0 + j) * Nf + hf,",
+                                         "accumulate(df_base, (bos + t0 + tl.minimum(j + 1, L - 1)) * Nf + hf,"),
+        }),
 }
 PARAMS = [(kernel, fault) for kernel, (_, _, faults) in CASES.items() for fault in sorted(faults)]
 

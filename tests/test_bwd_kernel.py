@@ -142,6 +142,16 @@ CASES = [
     ("lean-overlap-varlen", Problem.varlen([7, 21, 40], K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=1, h0=True,
                                            dtype="float32"),
      lean(CKPT=16, BULK=2, OVERLAP=1, PREFETCH=0, num_warps=4), None),
+    # INLINE: dq in the recompute, df in the chain step; K=24 in two blocks (dq, df shared by programs)
+    ("lean-inline-odd", Problem(B=2, S=37, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=4, INLINE=1, SLOTS=1, num_warps=4), CLIP),
+    # ... with OVERLAP (chunk 0's second recompute must not add its dq again) over packed sequences
+    ("lean-inline-overlap-varlen", Problem.varlen([7, 21, 40], K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=1,
+                                                  h0=True, dtype="float32"),
+     lean(CKPT=16, BULK=2, INLINE=1, OVERLAP=1, PREFETCH=2, num_warps=4), CLIP),
+    # ... one head per input head (stores, no atomics), no prefetch
+    ("lean-inline-own-heads", Problem(B=1, S=37, K=16, V=12, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=4, INLINE=1, OVERLAP=1, PREFETCH=0, SLOTS=1, num_warps=4), None),
 ]
 
 
@@ -264,13 +274,22 @@ GPU_CASES = [
     (GPU_PROBLEM, lean(CKPT=64, BULK=8, MATMUL="dot_tf32x3", DW_MATMUL="dot_tf32", TANH="approx",
                        num_warps=2, SLOTS=16), None),
     (GPU_VARLEN, lean(CKPT=32, BULK=2, MATMUL="dot_bf16", TANH="approx", BLOCK_K=32, num_warps=2), CLIP),
+    # the shipped lean entries' levers, compiled: OVERLAP (B=1 long context), INLINE, both
+    (GPU_VARLEN, lean(CKPT=32, BULK=2, MATMUL="dot_bf16", TANH="approx", PREFETCH=1, OVERLAP=1, num_warps=1), CLIP),
+    (GPU_PROBLEM, lean(CKPT=32, BULK=2, BLOCK_K=32, MATMUL="dot_tf32", DW_MATMUL="dot_bf16", TANH="approx",
+                       PREFETCH=1, INLINE=1, num_warps=1), CLIP),
+    (GPU_VARLEN, lean(CKPT=32, BULK=2, MATMUL="dot_bf16", TANH="approx", PREFETCH=2, OVERLAP=1, INLINE=1,
+                      num_warps=1), None),
 ]
 
 
+def _gpu_id(problem, config):
+    levers = "".join(f"-{name.lower()}" for name in ("OVERLAP", "INLINE") if config.get(name))
+    return f"{config.variant}-{'varlen' if problem.is_varlen else 'fixed'}-{config['MATMUL']}-{config['TANH']}{levers}"
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("problem, config, clip", GPU_CASES,
-                         ids=[f"{c.variant}-{'varlen' if p.is_varlen else 'fixed'}-{c['MATMUL']}-{c['TANH']}"
-                              for p, c, _ in GPU_CASES])
+@pytest.mark.parametrize("problem, config, clip", GPU_CASES, ids=[_gpu_id(p, c) for p, c, _ in GPU_CASES])
 def test_compiled_bf16_gradients_close_to_float64(problem, config, clip):
     """Compiled on the GPU (PTX tanh, bf16/tf32 tensor cores): a loose sanity bound, not a tolerance model."""
     errors, _ = run_case(problem, config, clip=clip, device="cuda", dtype=torch.bfloat16)

@@ -20,6 +20,11 @@ chunks of CKPT steps in reverse; per chunk:
       and their stores (fp32 atomics where heads or K blocks share an element, as bwd.py).
    The block's scratch was written a moment earlier by the same program and is read back from cache.
 
+With INLINE=1 two of those reductions move to where their operands already sit in registers: dq_t = H_t dy_t
+into the recompute (H_t is the state it has just computed) and df_t into the chain step (g and H_{t-1} - z_t
+are its own values), so g ⊙ (H_{t-1} - z_t) is never stored and the block reads back only H_{t-1} and da:
+five tile transfers per step instead of eight.
+
 dh0 is the final dH. Parameters, checks and memory: spec.LEAN_BACKWARD. State, dH, scratch and every
 accumulation are fp32; products follow MATMUL (H W, da Wᵀ) and DW_MATMUL (dW).
 """
@@ -61,6 +66,25 @@ def _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv,
 
 
 @triton.jit
+def _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, n, N, Nk, Nv, Nf,
+                      K, V, INLINE: tl.constexpr, EVEN: tl.constexpr):
+    """k_t, v_t, f_t of token `tok` and, with INLINE (dq in the recompute), dy_t [BV]."""
+    kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf,
+                              K, V, EVEN)
+    if INLINE:
+        dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)
+    else:
+        dyt = vt                                                   # not read
+    return kt, vt, ft, dyt
+
+
+@triton.jit
+def _dq_step(h, dyt, dq_base, tok, on, hq, Nq, K, rows_k, row_ok, DQ_ATOMIC: tl.constexpr):
+    """INLINE: dq_t = H_t dy_t [BLOCK_K] from the state just recomputed (`on`: this recompute's dq counts)."""
+    accumulate(dq_base, (tok * Nq + hq) * K + rows_k, tl.sum(h * dyt[None, :], axis=1), row_ok & on, DQ_ATOMIC)
+
+
+@triton.jit
 def _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, tok0, j, rows_k, row_ok, cols, col_ok, in_tile,
                   hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE: tl.constexpr, EVEN: tl.constexpr):
     """What the chain needs of chunk slot j (token tok0 + j): k_t, v_t, f_t, q_t, dy_t and H_{t-1}."""
@@ -82,41 +106,51 @@ def _forward_step(h, kt, vt, ft, w, wt, MATMUL: tl.constexpr, TANH_APPROX: tl.co
 
 
 @triton.jit
-def _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, dst, c, L, bos, n_steps, ck_ptr_offs, rows_k, row_ok, cols, col_ok,
-               tile_mask, in_tile, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V, TILE: tl.constexpr, CKPT: tl.constexpr,
-               PREFETCH: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr, EVEN: tl.constexpr,
+def _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, dst, c, L, bos, n_steps, ck_ptr_offs, rows_k, row_ok,
+               cols, col_ok, tile_mask, in_tile, w, wt, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+               TILE: tl.constexpr, CKPT: tl.constexpr, PREFETCH: tl.constexpr, INLINE: tl.constexpr,
+               MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr, EVEN: tl.constexpr, DQ_ATOMIC: tl.constexpr,
                EMULATE_BF16_DOT: tl.constexpr):
-    """Chunk c (L steps) forward from its checkpoint: H_{t-1} into slot j of dst, the end into slot L."""
+    """Chunk c (L steps) forward from its checkpoint: H_{t-1} into slot j of dst, the end into slot L
+    (INLINE: dq of every step instead of the end)."""
     t0 = c * CKPT
     h = _load(ckpt_ptr + ck_ptr_offs, tile_mask, EVEN)
     if PREFETCH:
-        nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, bos + t0, rows_k, row_ok, cols, col_ok,
-                                  hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+        nk, nv, nf, ndy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, bos + t0, rows_k, row_ok, cols, col_ok,
+                                            hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
     for j in range(0, L):
         tok = bos + t0 + j
         if PREFETCH:
-            kt, vt, ft = nk, nv, nf
+            kt, vt, ft, dyt = nk, nv, nf, ndy
             nxt = tl.minimum(tok + 1, bos + n_steps - 1)           # the last step re-reads itself
-            nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, nxt, rows_k, row_ok, cols, col_ok,
-                                      hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+            nk, nv, nf, ndy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, nxt, rows_k, row_ok, cols, col_ok,
+                                                hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
         else:
-            kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok,
-                                      hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+            kt, vt, ft, dyt = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tok, rows_k, row_ok, cols, col_ok,
+                                                hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
         tl.store(dst + j * TILE + in_tile, h)
         h = _forward_step(h, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
-    tl.store(dst + L * TILE + in_tile, h)
+        if INLINE:
+            _dq_step(h, dyt, dq_base, tok, True, hq, Nq, K, rows_k, row_ok, DQ_ATOMIC)
+    if not INLINE:
+        tl.store(dst + L * TILE + in_tile, h)
 
 
 @triton.jit
-def _recompute_step(hr, rk, rv, rf, rc_base, r, tok_r, r_last, in_tile, k_ptr, v_ptr, f_ptr, rows_k, row_ok,
-                    cols, col_ok, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V, TILE: tl.constexpr, MATMUL: tl.constexpr,
-                    TANH_APPROX: tl.constexpr, EVEN: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
+def _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, tok_r, r_last, dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr,
+                    dq_base, rows_k, row_ok, cols, col_ok, w, wt, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
+                    TILE: tl.constexpr, INLINE: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
+                    EVEN: tl.constexpr, DQ_ATOMIC: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
     """OVERLAP's recompute, one step: H_{t-1} (hr) into slot r, the inputs of token tok_r + 1
-    loaded ahead (clamped to r_last), H_t from the inputs loaded a step before (rk, rv, rf)."""
+    loaded ahead (clamped to r_last), H_t from the inputs loaded a step before (rk, rv, rf, rdy)
+    and with INLINE its dq (where dq_on)."""
     tl.store(rc_base + r * TILE + in_tile, hr)
-    nk, nv, nf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(tok_r + 1, r_last), rows_k, row_ok, cols, col_ok,
-                              hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
-    return _forward_step(hr, rk, rv, rf, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT), nk, nv, nf
+    nk, nv, nf, ndy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tl.minimum(tok_r + 1, r_last), rows_k, row_ok,
+                                        cols, col_ok, hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
+    h = _forward_step(hr, rk, rv, rf, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
+    if INLINE:
+        _dq_step(h, rdy, dq_base, tok_r, dq_on, hq, Nq, K, rows_k, row_ok, DQ_ATOMIC)
+    return h, nk, nv, nf, ndy
 
 
 @triton.jit
@@ -133,8 +167,8 @@ def m2rnn_bwd_lean_kernel(
     scr_ptr, scg_ptr, dq_ptr, dk_ptr, dv_ptr, df_ptr, dw_ptr, dh0_ptr,
     clip, S, TOK, N, Nq, Nk, Nv, Nw, Nf, K, V, RQ, RK, RV, RF,
     BLOCK_K: tl.constexpr, BV: tl.constexpr, CKPT: tl.constexpr, BULK: tl.constexpr,
-    PREFETCH: tl.constexpr, OVERLAP: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
-    VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, CLIP: tl.constexpr,
+    PREFETCH: tl.constexpr, OVERLAP: tl.constexpr, INLINE: tl.constexpr, MATMUL: tl.constexpr,
+    TANH_APPROX: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, CLIP: tl.constexpr,
     DW_MATMUL: tl.constexpr, DQ_ATOMIC: tl.constexpr, DK_ATOMIC: tl.constexpr,
     DV_ATOMIC: tl.constexpr, DF_ATOMIC: tl.constexpr, EVEN: tl.constexpr,
     EMULATE_BF16_DOT: tl.constexpr,
@@ -177,8 +211,8 @@ def m2rnn_bwd_lean_kernel(
     SPAN: tl.constexpr = (CKPT + 1) * TILE
     # H [CKPT + 1, BLOCK_K, BV]; with OVERLAP two of them: the chunk swept and the one recomputed meanwhile
     sc_prog = scr_ptr + prog.to(tl.int64) * ((1 + OVERLAP) * SPAN)
-    sg_base = scg_ptr + prog.to(tl.int64) * (2 * BULK * TILE)      # da [BULK, BLOCK_K, BV] ...
-    se_base = sg_base + BULK * TILE                                # ... and g ⊙ (H_{t-1} - z)
+    sg_base = scg_ptr + prog.to(tl.int64) * ((2 - INLINE) * BULK * TILE)  # da [BULK, BLOCK_K, BV] ...
+    se_base = sg_base + BULK * TILE                                # ... and g ⊙ (H_{t-1} - z) (not INLINE)
     blk = tl.arange(0, BULK)                                       # [BULK] steps of a block
     in_blk = blk[:, None, None] * TILE + in_tile[None, :, :]       # [BULK, BLOCK_K, BV]
 
@@ -192,10 +226,10 @@ def m2rnn_bwd_lean_kernel(
     if OVERLAP:
         # the last chunk before the sweep starts; every other chunk while the one after it is swept
         last = n_chunks_here - 1
-        _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, sc_prog + (last % 2) * SPAN, last,
+        _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, sc_prog + (last % 2) * SPAN, last,
                    tl.minimum(n_steps - last * CKPT, CKPT), bos, n_steps, ck_base + last * K * V + ck_offs,
-                   rows_k, row_ok, cols, col_ok, tile_mask, in_tile, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V,
-                   TILE, CKPT, PREFETCH, MATMUL, TANH_APPROX, EVEN, EMULATE_BF16_DOT)
+                   rows_k, row_ok, cols, col_ok, tile_mask, in_tile, w, wt, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf,
+                   K, V, TILE, CKPT, PREFETCH, INLINE, MATMUL, TANH_APPROX, EVEN, DQ_ATOMIC, EMULATE_BF16_DOT)
     for ci in range(0, n_chunks_here):
         c = n_chunks_here - 1 - ci
         t0 = c * CKPT
@@ -204,20 +238,24 @@ def m2rnn_bwd_lean_kernel(
 
         if OVERLAP:
             # ---- 1. chunk c was recomputed during the previous sweep; chunk c - 1 is recomputed during
-            # this one, one step per chain step, into the other buffer (at c = 0 chunk 0 again, unused) ----
+            # this one, one step per chain step, into the other buffer (at c = 0 chunk 0 again, unused:
+            # its dq is not counted twice) ----
             sc_base = sc_prog + (c % 2) * SPAN
             rc_base = sc_prog + ((c + 1) % 2) * SPAN
             cr = tl.maximum(c - 1, 0)
+            dq_on = c > 0
             r_last = bos + n_steps - 1                                 # tokens clamped into the sequence
             hr = _load(ckpt_ptr + ck_base + cr * K * V + ck_offs, tile_mask, EVEN)
-            rk, rv, rf = _step_inputs(k_ptr, v_ptr, f_ptr, tl.minimum(bos + cr * CKPT, r_last), rows_k, row_ok,
-                                      cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V, EVEN)
+            rk, rv, rf, rdy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tl.minimum(bos + cr * CKPT, r_last),
+                                                rows_k, row_ok, cols, col_ok, hk, hv, hf, n, N, Nk, Nv, Nf, K, V,
+                                                INLINE, EVEN)
         else:
             # ---- 1. recompute the chunk forward from its checkpoint: H_{t-1} into slot j, the end into L ----
             sc_base = sc_prog
-            _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, sc_base, c, L, bos, n_steps, ck_base + c * K * V + ck_offs,
-                       rows_k, row_ok, cols, col_ok, tile_mask, in_tile, w, wt, hk, hv, hf, Nk, Nv, Nf, K, V,
-                       TILE, CKPT, PREFETCH, MATMUL, TANH_APPROX, EVEN, EMULATE_BF16_DOT)
+            _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base,
+                       sc_base, c, L, bos, n_steps, ck_base + c * K * V + ck_offs,
+                       rows_k, row_ok, cols, col_ok, tile_mask, in_tile, w, wt, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf,
+                       K, V, TILE, CKPT, PREFETCH, INLINE, MATMUL, TANH_APPROX, EVEN, DQ_ATOMIC, EMULATE_BF16_DOT)
             tl.debug_barrier()  # scratch written above is read below, possibly by other threads
 
         n_blocks = (L + BULK - 1) // BULK
@@ -262,21 +300,27 @@ def m2rnn_bwd_lean_kernel(
                                                             tl.maximum(j - 2, j0), rows_k, row_ok, cols, col_ok,
                                                             in_tile, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
                                                             TILE, EVEN)
-                # the chain: g, da, dH; da and g ⊙ (H_{t-1} - z) go to the block's scratch
+                # the chain: g, da, dH; da and g ⊙ (H_{t-1} - z) go to the block's scratch (INLINE: the
+                # latter's sum, df_t, is reduced here, off the chain: dH does not wait for it)
                 g = dh + q[:, None] * dy[None, :]
                 if CLIP:
                     g = tl.minimum(tl.maximum(g, -clip), clip)
                 da = g * cf
                 tl.store(sg_base + (j - j0) * TILE + in_tile, da)
-                tl.store(se_base + (j - j0) * TILE + in_tile, g * hz)
+                if INLINE:
+                    accumulate(df_base, (bos + t0 + j) * Nf + hf, tl.sum(tl.sum(g * hz, axis=1), axis=0), None,
+                               DF_ATOMIC)
+                else:
+                    tl.store(se_base + (j - j0) * TILE + in_tile, g * hz)
                 dh = f * g + matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
                 if OVERLAP:
                     # an independent chain beside this one: step L - 1 - j of chunk cr's recompute
                     r = L - 1 - j
-                    hr, rk, rv, rf = _recompute_step(hr, rk, rv, rf, rc_base, r, bos + cr * CKPT + r, r_last,
-                                                     in_tile, k_ptr, v_ptr, f_ptr, rows_k, row_ok, cols, col_ok,
-                                                     w, wt, hk, hv, hf, Nk, Nv, Nf, K, V, TILE, MATMUL,
-                                                     TANH_APPROX, EVEN, EMULATE_BF16_DOT)
+                    hr, rk, rv, rf, rdy = _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, bos + cr * CKPT + r,
+                                                          r_last, dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr,
+                                                          dq_base, rows_k, row_ok, cols, col_ok, w, wt, hq, hk, hv,
+                                                          hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE, INLINE, MATMUL,
+                                                          TANH_APPROX, EVEN, DQ_ATOMIC, EMULATE_BF16_DOT)
             tl.debug_barrier()  # the block's scratch is read below in another layout
 
             # ---- 2b. the block's gradients, all its steps at once ----
@@ -298,25 +342,28 @@ def m2rnn_bwd_lean_kernel(
                        tl.sum(da_b * v_b[:, None, :], axis=2), rk2, DK_ATOMIC)
             accumulate(dv_base, ((tok_b * Nv + hv) * V)[:, None] + cols[None, :],
                        tl.sum(da_b * k_b[:, :, None], axis=1), rv2, DV_ATOMIC)
-            dfe_b = tl.load(se_base + in_blk, mask=real3, other=0.0)
-            accumulate(df_base, tok_b * Nf + hf, tl.sum(tl.sum(dfe_b, axis=2), axis=1), real, DF_ATOMIC)
-            # dq_t = H_t dy_t (H_t: the next slot)
-            h_next = tl.load(sc_base + (jb + 1)[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
-                             other=0.0)
-            dy_b = tl.load(dy_ptr + ((tok_b * N + n) * V)[:, None] + cols[None, :], mask=rv2,
-                           other=0.0).to(tl.float32)
-            accumulate(dq_base, ((tok_b * Nq + hq) * K)[:, None] + rows_k[None, :],
-                       tl.sum(dy_b[:, None, :] * h_next, axis=2), rk2, DQ_ATOMIC)
+            if not INLINE:
+                dfe_b = tl.load(se_base + in_blk, mask=real3, other=0.0)
+                accumulate(df_base, tok_b * Nf + hf, tl.sum(tl.sum(dfe_b, axis=2), axis=1), real, DF_ATOMIC)
+                # dq_t = H_t dy_t (H_t: the next slot)
+                h_next = tl.load(sc_base + (jb + 1)[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
+                                 other=0.0)
+                dy_b = tl.load(dy_ptr + ((tok_b * N + n) * V)[:, None] + cols[None, :], mask=rv2,
+                               other=0.0).to(tl.float32)
+                accumulate(dq_base, ((tok_b * Nq + hq) * K)[:, None] + rows_k[None, :],
+                           tl.sum(dy_b[:, None, :] * h_next, axis=2), rk2, DQ_ATOMIC)
             tl.debug_barrier()  # the next block overwrites the scratch read above
 
         if OVERLAP:
             # a partial chunk (the last) left chunk cr's recompute short: its remaining steps, its end
             for r in range(L, CKPT):
-                hr, rk, rv, rf = _recompute_step(hr, rk, rv, rf, rc_base, r, bos + cr * CKPT + r, r_last, in_tile,
-                                                 k_ptr, v_ptr, f_ptr, rows_k, row_ok, cols, col_ok, w, wt, hk, hv,
-                                                 hf, Nk, Nv, Nf, K, V, TILE, MATMUL, TANH_APPROX, EVEN,
-                                                 EMULATE_BF16_DOT)
-            tl.store(rc_base + CKPT * TILE + in_tile, hr)
+                hr, rk, rv, rf, rdy = _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, bos + cr * CKPT + r, r_last,
+                                                      dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,
+                                                      row_ok, cols, col_ok, w, wt, hq, hk, hv, hf, n, N, Nq, Nk, Nv,
+                                                      Nf, K, V, TILE, INLINE, MATMUL, TANH_APPROX, EVEN, DQ_ATOMIC,
+                                                      EMULATE_BF16_DOT)
+            if not INLINE:
+                tl.store(rc_base + CKPT * TILE + in_tile, hr)
 
     # dW partial of this program, reduced over programs and shared heads by the launcher
     tl.store(dw_ptr + prog.to(tl.int64) * V * V + cols[:, None] * V + cols[None, :], dw,
@@ -337,7 +384,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     ck, bm, bv = p["CKPT"], layout.bm, layout.bv
     dev = x.q.device
     scratch = torch.empty((layout.programs, 1 + p["OVERLAP"], ck + 1, bm, bv), dtype=torch.float32, device=dev)
-    scratch_g = torch.empty((layout.programs, 2, p["BULK"], bm, bv), dtype=torch.float32, device=dev)
+    scratch_g = torch.empty((layout.programs, 2 - p["INLINE"], p["BULK"], bm, bv), dtype=torch.float32, device=dev)
     cont = [t.contiguous() for t in (x.q, x.k, x.v, x.W, x.f)]
     cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
     dy = dy.contiguous()
@@ -352,7 +399,7 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
         problem.S, problem.tokens, problem.N, problem.Nq, problem.Nk, problem.Nv, problem.Nw, problem.Nf,
         problem.K, problem.V, plan["q"][0], plan["k"][0], plan["v"][0], plan["f"][0],
         BLOCK_K=p["BLOCK_K"], BV=bv, CKPT=ck, BULK=p["BULK"],
-        PREFETCH=p["PREFETCH"], OVERLAP=p["OVERLAP"], MATMUL=p["MATMUL"], TANH_APPROX=p["TANH"] == "approx",
+        PREFETCH=p["PREFETCH"], OVERLAP=p["OVERLAP"], INLINE=p["INLINE"], MATMUL=p["MATMUL"], TANH_APPROX=p["TANH"] == "approx",
         VARLEN=problem.is_varlen, HAS_H0=x.h0 is not None, HAS_DHT=dh_T is not None,
         CLIP=gradient_clipping is not None, DW_MATMUL=SPEC.dw_matmul(config),
         DQ_ATOMIC=plan["q"][1], DK_ATOMIC=plan["k"][1], DV_ATOMIC=plan["v"][1], DF_ATOMIC=plan["f"][1],

@@ -291,6 +291,9 @@ class LeanBackwardSpec(BackwardSpec):
         # 1: chunk c - 1 is recomputed during chunk c's sweep, one step per chain step (two independent
         # chains in one loop hide each other's latency), into a second scratch buffer
         "OVERLAP": (0, 1),
+        # 1: dq_t = H_t dy_t in the recompute and df_t in the chain step, from values already in registers;
+        # the block reads back only H_{t-1} and da (five tile transfers per step instead of eight)
+        "INLINE": (0, 1),
         # tensor-core products only: the block tiles' H W would not fit the fma path's registers
         "MATMUL": ("dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16", "dot_bf16x2"),
         "TANH": ("exact", "approx"),
@@ -319,7 +322,7 @@ class LeanBackwardSpec(BackwardSpec):
         chain = (tiles * bm * bv + 3 * bv * bv + (8 + 2 * config["OVERLAP"]) * bm + 4 * bv) / threads
         # a block: H_{t-1}, v, z, g, da, dfe tiles of R rows, with dH and dW live across it
         rows = self.rows(config)
-        block = (6 * rows * bv + bm * bv + 3 * bv * bv + 6 * rows) / threads
+        block = ((6 - 2 * config["INLINE"]) * rows * bv + bm * bv + 3 * bv * bv + 6 * rows) / threads
         return max(chain, block)
 
     def fit(self, config: KernelConfig, problem: Problem) -> KernelConfig:
@@ -340,10 +343,10 @@ class LeanBackwardSpec(BackwardSpec):
 
     def extra_bytes(self, problem: Problem, config: KernelConfig) -> int:
         layout = self.layout(problem, config)
-        # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's scratch; with
-        # OVERLAP a second H scratch of CKPT + 1 slots
+        # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's scratch (da and,
+        # without INLINE, g ⊙ (H_{t-1} - z)); with OVERLAP a second H scratch of CKPT + 1 slots
         base = super().extra_bytes(problem, config.with_params(STORE_Z=0))
-        slots = 1 + 2 * config["BULK"] + config["OVERLAP"] * (config["CKPT"] + 1)
+        slots = 1 + (2 - config["INLINE"]) * config["BULK"] + config["OVERLAP"] * (config["CKPT"] + 1)
         return base + layout.programs * slots * layout.bm * layout.bv * 4
 
     def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
