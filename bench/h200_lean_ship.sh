@@ -5,7 +5,8 @@
 # machine, with the Optuna wheels in .whl/:
 #   OUT=... SHAPES="paper-7b" bash bench/h200_lean_ship.sh
 # Optional: FWD_TRIALS (0: no forward study), BWD_TRIALS, BWD_VARIANTS (default both families),
-# STORAGE (default $OUT/lean.db; an existing one is resumed), BWD_LIMIT (seconds per backward study).
+# STORAGE (default $OUT/lean.db; an existing one is resumed), BWD_LIMIT (seconds per backward study,
+# a hard stop), BWD_BUDGET (seconds a backward study asks new trials for: its confirm stage still runs).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -24,7 +25,8 @@ for shape in ${SHAPES:-paper-7b}; do
     fi
     SECONDS=0
     timeout "${BWD_LIMIT:-330}" python3 cli.py tune --variant "${BWD_VARIANTS:-m2rnn_bwd,m2rnn_bwd_lean}" --shape "$shape" \
-        --trials "${BWD_TRIALS:-20}" --confirm 2 --storage "$STORAGE" 2>> "$OUT/tune.err" | tee -a "$LOG"
+        --trials "${BWD_TRIALS:-20}" --confirm "${BWD_CONFIRM:-2}" ${BWD_BUDGET:+--budget-s "$BWD_BUDGET"} \
+        --storage "$STORAGE" 2>> "$OUT/tune.err" | tee -a "$LOG"
     echo "tune backward $shape: exit $? after ${SECONDS}s" | tee -a "$LOG"
 done
 tail -c 2000 "$OUT/tune.err" | tr '\r' '\n' | grep -v "trial/s\|s/trial" | tail -5
