@@ -17,7 +17,18 @@ from m2tune.problem import Problem
 seen = {}
 
 
+def caller():
+    """The torch frames that called the op (inductor's CUDA-graph node, AOTAutograd, ...)."""
+    import traceback
+    frames = [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}:{f.name}" for f in traceback.extract_stack()
+              if "torch/" in f.filename]
+    return " <- ".join(reversed(frames[-8:]))
+
+
 def note(tag, tensors):
+    if tag in ("fwd", "m2rnn_bwd", "m2rnn_bwd_lean"):
+        print(f"{tag}: stream={torch.cuda.current_stream().cuda_stream} capturing="
+              f"{torch.cuda.is_current_stream_capturing()} from {caller()}", flush=True)
     for name, t in tensors.items():
         if isinstance(t, torch.Tensor) and t.numel():
             ptr = t.untyped_storage().data_ptr()
