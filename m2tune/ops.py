@@ -174,10 +174,26 @@ def _fwd_fake(q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks, 
     if not ckpt_every:             # traced: the chunk count is cdiv(S, CKPT) of the op's own lookup
         # at least 2 (the op pads a one-chunk call): inductor's CUDA-graph path compares the strides
         # of saved tensors and cannot tell a chunk count that might be 1 from one that is not
-        n_chunks = torch.library.get_ctx().new_dynamic_size(min=2)
+        static = _static_chunks(q, k, v, W, f, h0, cu_seqlens, plan, max_seqlen)
+        n_chunks = max(2, static) if static else torch.library.get_ctx().new_dynamic_size(min=2)
     return (q.new_empty(_y_shape(v, N)),
             q.new_empty((n_seq, N, K, V), dtype=torch.float32),
             q.new_empty((n_seq, N, n_chunks, K, V), dtype=torch.float32))
+
+
+def _static_chunks(q, k, v, W, f, h0, cu_seqlens, plan: str, max_seqlen: int) -> int:
+    """The chunk count the op will choose, where the traced sizes are all static (0 where any is
+    symbolic, or a packed call's longest sequence is not given): the same lookup the op makes when
+    it runs, for the same sizes. A size the graph knows is one inductor's CUDA graphs
+    (mode="reduce-overhead") can hold; an unbacked one makes it run the op outside its memory pool."""
+    tensors = (q, k, v, W, f, h0, cu_seqlens)
+    if any(isinstance(d, torch.SymInt) for t in tensors if t is not None for d in t.shape):
+        return 0
+    if cu_seqlens is not None and not max_seqlen:
+        return 0
+    problem = problem_of(Inputs(*tensors), max_seqlen)
+    ckpt_every = _configs(json.loads(plan), problem, q.device)[1]["CKPT"]
+    return -(-problem.S // ckpt_every)
 
 
 @torch.library.custom_op("m2tune::m2rnn_bwd", mutates_args=())

@@ -207,8 +207,6 @@ def test_dynamic_shapes_one_compile_for_every_length(how, frames, device):
 
 
 @pytest.mark.gpu
-@pytest.mark.xfail(strict=True, reason="inductor's CUDA-graph path cannot guard on the checkpoint tensor's "
-                   "unbacked chunk count (complex_memory_overlap; bench/results/2026-12-01-h200-lean-overlap)")
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 def test_reduce_overhead_cuda_graphs_match_eager(packed):
     """torch.compile(mode="reduce-overhead"): inductor captures the forward and the backward in CUDA
