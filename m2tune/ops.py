@@ -224,6 +224,12 @@ def _setup_context(ctx, inputs, output):
     q, k, v, W, f, h0, cu_seqlens, plan, ckpt_every, n_seq, n_chunks, max_seqlen = inputs
     ctx.save_for_backward(q, k, v, W, f, h0, cu_seqlens, output[2])
     ctx.plan, ctx.max_seqlen = plan, max_seqlen
+    # the checkpoints are the backward's own input, never differentiated: without these two lines
+    # autograd hands the backward a zero gradient of the checkpoints' size (553 MiB at paper-7b with
+    # CKPT=16, measured: bench/results/2026-12-01-h200-lean-backward-inline), and of y or h_T when
+    # only the other is used
+    ctx.mark_non_differentiable(output[2])
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dy, dh_T, _dckpt):
