@@ -292,8 +292,10 @@ class LeanBackwardSpec(BackwardSpec):
         # chains in one loop hide each other's latency), into a second scratch buffer
         "OVERLAP": (0, 1),
         # 1: dq_t = H_t dy_t in the recompute and df_t in the chain step, from values already in registers;
-        # the block reads back only H_{t-1} and da (five tile transfers per step instead of eight)
-        "INLINE": (0, 1),
+        # the block reads back only H_{t-1} and da (five tile transfers per step instead of eight).
+        # The default: faster in every pair measured on the H200, 14% at paper-7b (bench/results/
+        # 2026-12-01-h200-inline), 4-15% at paper-400m and B=1 S=16384 (its retune/ studies)
+        "INLINE": (1, 0),
         # tensor-core products only: the block tiles' H W would not fit the fma path's registers
         "MATMUL": ("dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16", "dot_bf16x2"),
         "TANH": ("exact", "approx"),
