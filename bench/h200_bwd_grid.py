@@ -3,7 +3,8 @@
 Run from the repo root on a GPU machine:  PYTHONPATH=. python3 bench/h200_bwd_grid.py OUTDIR [SHAPE [GRID]]
 GRID names a list of configs below (`first`, the default: the first lean grid; `levers`: the
 tuned lean config with and without OVERLAP and register caps, and one-warp BLOCK_K=16 variants;
-`inline`: every shipped lean entry with and without INLINE, and INLINE's neighbours).
+`inline`: every shipped lean entry with and without INLINE, and INLINE's neighbours; `scratch`:
+the INLINE configs with an fp32 and a bf16 scratch).
 Every config is compiled first, in parallel processes; each is then validated against float64
 autograd on a small problem with the shape's head sharing (bf16, h0, clipping that binds, two
 lengths, three chunks) and its backward alone timed at the full shape (checkpoints made once by an
@@ -70,7 +71,14 @@ for params in (TUNED_LEAN, {**TUNED_LEAN, "MAXNREG": 128}, BF16_LEAN, {**BF16_LE
         INLINE.append((LEAN, {**params, "INLINE": inline}))
 for change in ({"BLOCK_K": 16, "BULK": 4}, {"BULK": 1}, {"CKPT": 16}, {"CKPT": 64}, {"PREFETCH": 2}, {"PREFETCH": 0}):
     INLINE.append((LEAN, {**BF16_LEAN, "INLINE": 1, **change}))
-GRIDS = {"first": CONFIGS, "levers": LEVERS, "inline": INLINE}
+# SCRATCH=bf16 (H and da stored in bf16) against fp32 at the INLINE entries, at three chunk lengths
+INLINE_BF16 = {**BF16_LEAN, "INLINE": 1}
+SCRATCH = [(OLD, SHIPPED)]
+for params in (INLINE_BF16, {**INLINE_BF16, "CKPT": 16}, {**INLINE_BF16, "CKPT": 64}, {**INLINE_BF16, "OVERLAP": 1},
+               {**LONG_LEAN, "INLINE": 1}, {**INLINE_BF16, "BULK": 4, "BLOCK_K": 16}):
+    for scratch in ("fp32", "bf16"):
+        SCRATCH.append((LEAN, {**params, "SCRATCH": scratch}))
+GRIDS = {"first": CONFIGS, "levers": LEVERS, "inline": INLINE, "scratch": SCRATCH}
 
 
 def small(problem):

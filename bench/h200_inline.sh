@@ -3,7 +3,8 @@
 # (results under $OUT):
 #   1. with TESTS=1: the GPU-marked backward kernel cases (OVERLAP, INLINE, both compiled), the op's
 #      and the layer's GPU tests (torch.compile incl. mode="reduce-overhead", packed inputs, inductor)
-#   2. bench/h200_bwd_grid.py's `inline` grid at each shape: validated, then the backward alone timed
+#   2. bench/h200_bwd_grid.py's grid GRID (default `inline`; `scratch`: SCRATCH fp32 against bf16) at
+#      each shape: validated, then the backward alone timed
 # From the repo root, the Optuna wheels in .whl/:  OUT=... TESTS=1 SHAPES="paper-7b" bash bench/h200_inline.sh
 set -u
 : "${OUT:?}"
@@ -21,6 +22,6 @@ if [ "${TESTS:-0}" = 1 ]; then
 fi
 for s in ${SHAPES:-paper-7b}; do
     tag=$(echo "$s" | tr -d '=' | tr ',' '_')
-    timeout "${GRID_LIMIT:-200}" python3 bench/h200_bwd_grid.py "$OUT" "$s" inline > "$OUT/grid-$tag.log" 2>&1
+    timeout "${GRID_LIMIT:-200}" python3 bench/h200_bwd_grid.py "$OUT" "$s" "${GRID:-inline}" > "$OUT/grid-$tag.log" 2>&1
     tail -21 "$OUT/grid-$tag.log"
 done

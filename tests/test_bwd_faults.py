@@ -25,10 +25,11 @@ CASES = {
                                      "h = tl.load(ckpt_ptr + ck_offs + tl.maximum(c - 1, 0) * K * V,"),
             "dh0-dropped": ("tl.store(dh0_ptr + st_offs, dh.to(", "tl.store(dh0_ptr + st_offs, (dh * 0).to("),
         }),
-    # K = V = 16: a sum over the wrong axis has the right shape; S=40: three chunks, blocks of 4
+    # K = V = 16: a sum over the wrong axis has the right shape; S=40: three chunks, blocks of 4;
+    # INLINE=0: dq and df in the blocks too (one sequence: no fault here depends on the batch)
     "m2rnn_bwd_lean": (
-        Problem(B=2, S=40, K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
-        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, num_warps=4),
+        Problem(B=1, S=40, K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
+        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, INLINE=0, num_warps=4),
         {
             "da-written-one-step-late": ("tl.store(sg_base + (j - j0) * TILE + in_tile, da)",
                                          "tl.store(sg_base + tl.minimum(j - j0 + 1, BULK - 1) * TILE + in_tile, da)"),
@@ -49,37 +50,27 @@ CASES = {
                                        "tl.store(se_base + (jn - 1 - j0) * TILE + in_tile, g * hz)"),
             "dh0-dropped": ("tl.store(dh0_ptr + st_offs, dh.to(", "tl.store(dh0_ptr + st_offs, (dh * 0).to("),
         }),
-    # OVERLAP: the next chunk's recompute runs inside this chunk's sweep; S=36: three chunks, the
-    # last one short (one sequence: the faults are in the per-program chunk order)
-    "m2rnn_bwd_lean-overlap": (
+    # OVERLAP (the next chunk's recompute inside this chunk's sweep) with INLINE (dq in the recompute,
+    # df in the chain step); S=36: three chunks, the last one short (one sequence: the faults are in
+    # the per-program chunk order); SLOTS=1: both heads add into one dq copy (with a copy each, a dq
+    # written twice would be stored twice, harmless)
+    "m2rnn_bwd_lean-overlap-inline": (
         Problem(B=1, S=36, K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
-        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, OVERLAP=1, num_warps=4),
+        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, OVERLAP=1, INLINE=1, SLOTS=1, num_warps=4),
         {
             "overlap-recompute-from-the-wrong-checkpoint": ("cr = tl.maximum(c - 1, 0)", "cr = tl.maximum(c - 2, 0)"),
             "overlap-recompute-overwrites-the-swept-chunk": ("rc_base = sc_prog + ((c + 1) % 2) * SPAN",
                                                              "rc_base = sc_prog + (c % 2) * SPAN"),
             "overlap-recompute-one-slot-late": ("r = L - 1 - j", "r = tl.minimum(L - j, CKPT - 1)"),
             "overlap-short-chunk-tail-skipped": ("for r in range(L, CKPT):", "for r in range(CKPT, CKPT):"),
-        }),
-    # INLINE (dq in the recompute, df in the chain step) with OVERLAP: the same three chunks; SLOTS=1:
-    # both heads add into one dq copy (with a copy each, a dq written twice would be stored twice, harmless)
-    "m2rnn_bwd_lean-inline": (
-        Problem(B=1, S=36, K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32"),
-        variants.spec("m2rnn_bwd_lean").config(CKPT=16, BULK=4, OVERLAP=1, INLINE=1, SLOTS=1, num_warps=4),
-        {
             # (only where chunk 0 is whole: a short one's extra recompute steps lie past the sequence,
             # and unmasked they would write out of bounds, which no validator should have to survive)
             "inline-dq-of-chunk-0-counted-twice": ("dq_on = c > 0", "dq_on = (c > 0) | (L == CKPT)"),
             "inline-dq-from-the-state-before-the-step": ("_dq_step(h, rdy, dq_base, tok_r,",
                                                          "_dq_step(hr, rdy, dq_base, tok_r,"),
-            "inline-dq-dropped-in-the-first-recompute": ("_dq_step(h, dyt, dq_base, tok, True,",
-                                                         "_dq_step(h, dyt, dq_base, tok, False,"),
             "inline-dq-dropped-in-the-short-chunk-tail": (
                 "dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,",
                 "dq_on & False, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,"),
-            "inline-dy-of-the-token-before": ("dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)\n    else:",
-                                              "dyt = _load(dy_ptr + (tl.maximum(tok - 1, 0) * N + n) * V + cols, "
-                                              "col_ok, EVEN)\n    else:"),
             "inline-df-one-token-late": ("accumulate(df_base, (bos + t0 + j) * Nf + hf,",
                                          "accumulate(df_base, (bos + t0 + tl.minimum(j + 1, L - 1)) * Nf + hf,"),
         }),

@@ -114,13 +114,15 @@ CASES = [
     # odd sizes: K=24, V=12 (padded tiles), S=37 (three chunks, the last one short)
     ("odd", Problem(B=1, S=37, K=24, V=12, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
      cfg(CKPT=16, BLOCK_K=32, MATMUL="dot_ieee", PREFETCH=1, num_warps=4), CLIP),
-    # the lean family: chain-only step loop, gradients per block of BULK steps
+    # the lean family: chain-only step loop, gradients per block of BULK steps (INLINE, the default:
+    # dq in the recompute and df in the chain step; INLINE=0: both in the blocks, as named below)
     # odd sizes: K=24 over two K blocks (padded rows), V=12 (padded columns), S=37 (three chunks, the
-    # last short; blocks that do not divide the chunk), h0 and dh_T
+    # last short; blocks that do not divide the chunk), h0 and dh_T; SLOTS=1: dq, df added by both
+    # heads and both K blocks into one copy (a dq counted twice would show)
     ("lean-odd", Problem(B=2, S=37, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
-     lean(CKPT=16, BULK=4, num_warps=4), CLIP),
-    ("lean-odd-noclip-p0", Problem(B=1, S=37, K=24, V=12, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
-     lean(CKPT=16, BULK=2, PREFETCH=0, SLOTS=1, num_warps=4), None),
+     lean(CKPT=16, BULK=4, SLOTS=1, num_warps=4), CLIP),
+    ("lean-odd-noclip-p0-block", Problem(B=1, S=37, K=24, V=12, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
+     lean(CKPT=16, BULK=2, PREFETCH=0, SLOTS=1, INLINE=0, num_warps=4), None),
     # one block per chunk and a single-step block; tf32x3 products on the dot path
     ("lean-bulk-chunk", Problem(B=2, S=33, K=16, V=16, Nv=2, Nw=2, Nf=2, dtype="float32"),
      lean(CKPT=16, BULK=16, MATMUL="dot_tf32x3", num_warps=4), CLIP),
@@ -132,26 +134,18 @@ CASES = [
     ("lean-shared-mix", Problem(B=3, S=12, K=16, V=8, Nq=2, Nk=1, Nv=4, Nw=1, Nf=2, dtype="float32", h0=True),
      lean(CKPT=16, BULK=4, SLOTS=4, num_warps=4), None),
     # packed sequences of unequal lengths, one shorter than a block, one over two chunks
-    ("lean-varlen", Problem.varlen([3, 21, 11], K=16, V=8, Nv=2, Nw=2, Nf=1, h0=True, dtype="float32"),
-     lean(CKPT=16, BULK=4, num_warps=4), CLIP),
+    ("lean-varlen-block", Problem.varlen([3, 21, 11], K=16, V=8, Nv=2, Nw=2, Nf=1, h0=True, dtype="float32"),
+     lean(CKPT=16, BULK=4, INLINE=0, num_warps=4), CLIP),
     # OVERLAP: chunk c - 1 recomputed during chunk c's sweep into a second buffer; three chunks with
     # the last short (its sweep leaves the next chunk's recompute a tail), K split, h0, clipping ...
-    ("lean-overlap-odd", Problem(B=2, S=37, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
-     lean(CKPT=16, BULK=4, OVERLAP=1, PREFETCH=2, num_warps=4), CLIP),
-    # ... packed: a sequence of one partial chunk, one of two chunks, one of three; shared q, k; no prefetch
+    ("lean-overlap-odd-block", Problem(B=2, S=37, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32",
+                                       h0=True),
+     lean(CKPT=16, BULK=4, OVERLAP=1, PREFETCH=2, INLINE=0, num_warps=4), CLIP),
+    # ... packed: a sequence of one partial chunk, one of two chunks, one of three; shared q, k; no
+    # prefetch (INLINE: chunk 0's second recompute adds no dq, and none past a short sequence)
     ("lean-overlap-varlen", Problem.varlen([7, 21, 40], K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=1, h0=True,
                                            dtype="float32"),
      lean(CKPT=16, BULK=2, OVERLAP=1, PREFETCH=0, num_warps=4), None),
-    # INLINE: dq in the recompute, df in the chain step; K=24 in two blocks (dq, df shared by programs)
-    ("lean-inline-odd", Problem(B=2, S=37, K=24, V=12, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
-     lean(CKPT=16, BULK=4, INLINE=1, SLOTS=1, num_warps=4), CLIP),
-    # ... with OVERLAP (chunk 0's second recompute must not add its dq again) over packed sequences
-    ("lean-inline-overlap-varlen", Problem.varlen([7, 21, 40], K=16, V=8, Nq=1, Nk=1, Nv=2, Nw=2, Nf=1,
-                                                  h0=True, dtype="float32"),
-     lean(CKPT=16, BULK=2, INLINE=1, OVERLAP=1, PREFETCH=2, num_warps=4), CLIP),
-    # ... one head per input head (stores, no atomics), no prefetch
-    ("lean-inline-own-heads", Problem(B=1, S=37, K=16, V=12, Nv=2, Nw=2, Nf=2, dtype="float32", h0=True),
-     lean(CKPT=16, BULK=4, INLINE=1, OVERLAP=1, PREFETCH=0, SLOTS=1, num_warps=4), None),
 ]
 
 
@@ -186,6 +180,28 @@ def test_bf16_inputs_store_grads_in_bf16(matmuls, device):
     config = cfg(CKPT=16, BLOCK_K=16, SLOTS=1, **matmuls)
     errors, _ = run_case(problem, config, clip=CLIP, device=device, dtype=torch.bfloat16)
     assert_close(errors, tol=3e-2)
+
+
+def test_lean_bf16_scratch_keeps_the_bf16_products_error(device):
+    """SCRATCH=bf16 (H and da stored in bf16, which the bf16 products round them to anyway): every
+    gradient within the bf16 bound, and no further from float64 than the fp32 scratch by more than
+    the bf16 rounding of df's and dk/dv's terms. Two chunks, the last short, with OVERLAP (both H
+    buffers bf16); shared q, k (atomics)."""
+    problem = Problem(B=1, S=20, K=16, V=16, Nq=1, Nk=1, Nv=2, Nw=2, Nf=2, dtype="bfloat16", h0=True)
+    base = lean(CKPT=16, BULK=4, MATMUL="dot_bf16", SLOTS=1, OVERLAP=1, num_warps=4)
+    fp32, _ = run_case(problem, base, clip=CLIP, device=device, dtype=torch.bfloat16)
+    bf16, _ = run_case(problem, base.with_params(SCRATCH="bf16"), clip=CLIP, device=device, dtype=torch.bfloat16)
+    assert_close(bf16, tol=3e-2)
+    for name in bf16:
+        assert bf16[name] <= fp32[name] + 1e-2, (name, bf16[name], fp32[name])
+
+
+def test_bf16_scratch_only_with_bf16_products():
+    problem = Problem(B=1, S=40, K=16, V=16, dtype="bfloat16")
+    assert LEAN.check(problem, lean(MATMUL="dot_bf16", SCRATCH="bf16")) is None
+    for params in (dict(MATMUL="dot_tf32"), dict(MATMUL="dot_bf16x2"), dict(MATMUL="dot_bf16", DW_MATMUL="dot_tf32")):
+        why = LEAN.check(problem, lean(SCRATCH="bf16", **params))
+        assert why is not None and "SCRATCH=bf16" in why, why
 
 
 def test_forward_without_checkpoints_returns_none(device):

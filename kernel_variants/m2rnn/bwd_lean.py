@@ -25,8 +25,12 @@ into the recompute (H_t is the state it has just computed) and df_t into the cha
 are its own values), so g ⊙ (H_{t-1} - z_t) is never stored and the block reads back only H_{t-1} and da:
 five tile transfers per step instead of eight.
 
-dh0 is the final dH. Parameters, checks and memory: spec.LEAN_BACKWARD. State, dH, scratch and every
-accumulation are fp32; products follow MATMUL (H W, da Wᵀ) and DW_MATMUL (dW).
+SCRATCH=bf16 halves the bytes of every scratch transfer: the stores round H and da to bf16, which
+a bf16 product (MATMUL=dot_bf16, dW in bf16) rounds them to anyway, so z and dW are unchanged and
+only e = H_{t-1} - z_t (df) and dk, dv see the rounding; the spec allows it there only.
+
+dh0 is the final dH. Parameters, checks and memory: spec.LEAN_BACKWARD. State, dH and every
+accumulation are fp32, the scratch fp32 or bf16; products follow MATMUL (H W, da Wᵀ) and DW_MATMUL (dW).
 """
 from __future__ import annotations
 
@@ -93,7 +97,7 @@ def _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, tok0, j, rows_k, 
                               K, V, EVEN)
     qt = _load(q_ptr + (tok * Nq + hq) * K + rows_k, row_ok, EVEN)               # [BLOCK_K]
     dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)                 # [BV]
-    hp = tl.load(sc_base + j * TILE + in_tile)                                   # [BLOCK_K, BV]
+    hp = tl.load(sc_base + j * TILE + in_tile).to(tl.float32)                    # [BLOCK_K, BV]
     return kt, vt, ft, qt, dyt, hp
 
 
@@ -330,8 +334,9 @@ def m2rnn_bwd_lean_kernel(
             real3 = real[:, None, None]
             rk2 = real[:, None] & row_ok[None, :]                         # [BULK, BLOCK_K]
             rv2 = real[:, None] & col_ok[None, :]                         # [BULK, BV]
-            h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], mask=real3, other=0.0)
-            da_b = tl.load(sg_base + in_blk, mask=real3, other=0.0)
+            h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
+                             other=0.0).to(tl.float32)
+            da_b = tl.load(sg_base + in_blk, mask=real3, other=0.0).to(tl.float32)
             k_b = tl.load(k_ptr + ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :], mask=rk2,
                           other=0.0).to(tl.float32)
             v_b = tl.load(v_ptr + ((tok_b * Nv + hv) * V)[:, None] + cols[None, :], mask=rv2,
@@ -343,11 +348,11 @@ def m2rnn_bwd_lean_kernel(
             accumulate(dv_base, ((tok_b * Nv + hv) * V)[:, None] + cols[None, :],
                        tl.sum(da_b * k_b[:, :, None], axis=1), rv2, DV_ATOMIC)
             if not INLINE:
-                dfe_b = tl.load(se_base + in_blk, mask=real3, other=0.0)
+                dfe_b = tl.load(se_base + in_blk, mask=real3, other=0.0).to(tl.float32)
                 accumulate(df_base, tok_b * Nf + hf, tl.sum(tl.sum(dfe_b, axis=2), axis=1), real, DF_ATOMIC)
                 # dq_t = H_t dy_t (H_t: the next slot)
                 h_next = tl.load(sc_base + (jb + 1)[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
-                                 other=0.0)
+                                 other=0.0).to(tl.float32)
                 dy_b = tl.load(dy_ptr + ((tok_b * N + n) * V)[:, None] + cols[None, :], mask=rv2,
                                other=0.0).to(tl.float32)
                 accumulate(dq_base, ((tok_b * Nq + hq) * K)[:, None] + rows_k[None, :],
@@ -383,8 +388,10 @@ def launch_backward(problem: Problem, config: KernelConfig, x: Inputs, ckpt: tor
     grads = backward_buffers(SPEC, problem, config, x, ckpt, poison=poison)
     ck, bm, bv = p["CKPT"], layout.bm, layout.bv
     dev = x.q.device
-    scratch = torch.empty((layout.programs, 1 + p["OVERLAP"], ck + 1, bm, bv), dtype=torch.float32, device=dev)
-    scratch_g = torch.empty((layout.programs, 2 - p["INLINE"], p["BULK"], bm, bv), dtype=torch.float32, device=dev)
+    # the scratch's dtype (SCRATCH): what the stores round to, the loads read back in fp32
+    sdt = {"fp32": torch.float32, "bf16": torch.bfloat16}[p["SCRATCH"]]
+    scratch = torch.empty((layout.programs, 1 + p["OVERLAP"], ck + 1, bm, bv), dtype=sdt, device=dev)
+    scratch_g = torch.empty((layout.programs, 2 - p["INLINE"], p["BULK"], bm, bv), dtype=sdt, device=dev)
     cont = [t.contiguous() for t in (x.q, x.k, x.v, x.W, x.f)]
     cu = x.cu_seqlens if x.cu_seqlens is not None else cont[0]
     dy = dy.contiguous()

@@ -296,6 +296,9 @@ class LeanBackwardSpec(BackwardSpec):
         # The default: faster in every pair measured on the H200, 14% at paper-7b (bench/results/
         # 2026-12-01-h200-inline), 4-15% at paper-400m and B=1 S=16384 (its retune/ studies)
         "INLINE": (1, 0),
+        # the per-program scratch (H per step, da per block): bf16 halves its bytes, allowed only where the
+        # products round H and da to bf16 anyway (MATMUL=dot_bf16, dW in bf16)
+        "SCRATCH": ("fp32", "bf16"),
         # tensor-core products only: the block tiles' H W would not fit the fma path's registers
         "MATMUL": ("dot_ieee", "dot_tf32x3", "dot_tf32", "dot_bf16", "dot_bf16x2"),
         "TANH": ("exact", "approx"),
@@ -341,6 +344,9 @@ class LeanBackwardSpec(BackwardSpec):
         dw_mm = self.dw_matmul(config)
         if problem.dtype == "float32" and dw_mm in STATE_ROUNDING:
             return f"DW_MATMUL={dw_mm} rounds dW's factors below the fp32 problem's precision"
+        if config["SCRATCH"] == "bf16" and (config["MATMUL"] != "dot_bf16" or dw_mm != "dot_bf16"):
+            return (f"SCRATCH=bf16 rounds H and da, which MATMUL={config['MATMUL']} with dW in {dw_mm} keeps "
+                    "more precisely (allowed with MATMUL=dot_bf16 and dW in bf16 only)")
         return None
 
     def extra_bytes(self, problem: Problem, config: KernelConfig) -> int:
@@ -349,7 +355,7 @@ class LeanBackwardSpec(BackwardSpec):
         # without INLINE, g ⊙ (H_{t-1} - z)); with OVERLAP a second H scratch of CKPT + 1 slots
         base = super().extra_bytes(problem, config.with_params(STORE_Z=0))
         slots = 1 + (2 - config["INLINE"]) * config["BULK"] + config["OVERLAP"] * (config["CKPT"] + 1)
-        return base + layout.programs * slots * layout.bm * layout.bv * 4
+        return base + layout.programs * slots * layout.bm * layout.bv * (2 if config["SCRATCH"] == "bf16" else 4)
 
     def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
         # the recompute (H W), the chain (H W for z, da Wᵀ), the block (H W, dW once per BULK steps)
