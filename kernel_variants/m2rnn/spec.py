@@ -374,13 +374,27 @@ class LeanBackwardSpec(BackwardSpec):
         f["chunk"] = 1.0 / p["CKPT"]
         f["block"] = 1.0 / p["BULK"]              # per block: barriers, the reductions' trees
         f["atomics"] = self.atomics_per_thread(problem, config, g)
+        # Tile transfers through the per-program scratch per step, elements per thread: H_t stored by the
+        # recompute and read back by the chain (H_{t-1}) and the block (H_{t-1}; without INLINE H_t too, for
+        # dq), da stored and read back, and without INLINE g ⊙ (H_{t-1} - z) stored and read back: 8, with
+        # INLINE 5. Each is an L1TEX round trip the step waits on (what ncu named); the instruction count
+        # alone drops 6% (bench/sass_stats.py) where the H200 measured 14% (bench/results/2026-12-01-h200-inline)
+        f["scratch"] = (8 - 3 * p["INLINE"]) * e
+        # INLINE moves dq_t = H_t dy_t (a row reduction over V) into the recompute and df_t (a sum over the
+        # tile) into the chain step, once per step instead of on the block's [BULK, BLOCK_K, BV] tiles
+        # (bench/sass_stats.py: recompute 196 -> 274 instructions per step, block 390 -> 258)
+        f["stepreduce"] = p["INLINE"] * math.log2(2 * p["BLOCK_K"])
+        # OVERLAP has no feature: its two chains in one loop measured within 1% of one chain at paper-7b
+        # (12.64 -> 12.84 ms without INLINE, 10.85 -> 10.77 with; BLOCK_K=16 likewise), so "equal" is right
         return f
 
     def throughput_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
         elems = g.resident * g.bm * g.bv
         f = {"sm.elem": elems * 3, f"sm.tanh.{config['TANH']}": elems * 3,
              "sm.dot": elems * g.bv * 4 * PASSES[config["MATMUL"]] / 16,
-             "sm.atomics": g.resident * g.threads * self.atomics_per_thread(problem, config, g)}
+             "sm.atomics": g.resident * g.threads * self.atomics_per_thread(problem, config, g),
+             # the scratch transfers of every resident program go through the SM's one L1TEX pipe
+             "sm.scratch": elems * (8 - 3 * config["INLINE"])}
         return f
 
 
