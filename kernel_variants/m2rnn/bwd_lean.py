@@ -85,9 +85,7 @@ def _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tok, rows_k, row_ok, cols, co
 @triton.jit
 def _dq_step(h, dyt, dq_base, tok, on, hq, Nq, K, rows_k, row_ok, DQ_ATOMIC: tl.constexpr):
     """INLINE: dq_t = H_t dy_t [BLOCK_K] from the state just recomputed (`on`: this recompute's dq counts).
-
-    The mask is a [BLOCK_K] comparison, not `row_ok & on`: Triton 3.9's interpreter refuses the mask
-    that a row vector and-ed with a scalar comparison gives (ValueError: mask has unsupported dtype)."""
+    A [BLOCK_K] mask: Triton 3.9's interpreter refuses `row_ok & on` (mask has unsupported dtype)."""
     keep = row_ok & ((rows_k * 0 + on) != 0)
     accumulate(dq_base, (tok * Nq + hq) * K + rows_k, tl.sum(h * dyt[None, :], axis=1), keep, DQ_ATOMIC)
 

@@ -273,6 +273,11 @@ class BackwardSpec(KernelSpec):
         return 4 * self._step_flops(problem)
 
 
+def _inline(config: KernelConfig) -> int:
+    """INLINE of a lean config; a trial recorded before the parameter existed ran the block path (0)."""
+    return config.get("INLINE", 0)
+
+
 class LeanBackwardSpec(BackwardSpec):
     """bwd_lean.py: as bwd.py, but one sequence per program, the per-step loop carries only the dH
     chain, and the input gradients are computed per block of BULK steps on [BULK, BLOCK_K, BV] tiles."""
@@ -327,7 +332,7 @@ class LeanBackwardSpec(BackwardSpec):
         chain = (tiles * bm * bv + 3 * bv * bv + (8 + 2 * config["OVERLAP"]) * bm + 4 * bv) / threads
         # a block: H_{t-1}, v, z, g, da, dfe tiles of R rows, with dH and dW live across it
         rows = self.rows(config)
-        block = ((6 - 2 * config["INLINE"]) * rows * bv + bm * bv + 3 * bv * bv + 6 * rows) / threads
+        block = ((6 - 2 * _inline(config)) * rows * bv + bm * bv + 3 * bv * bv + 6 * rows) / threads
         return max(chain, block)
 
     def fit(self, config: KernelConfig, problem: Problem) -> KernelConfig:
@@ -344,7 +349,7 @@ class LeanBackwardSpec(BackwardSpec):
         dw_mm = self.dw_matmul(config)
         if problem.dtype == "float32" and dw_mm in STATE_ROUNDING:
             return f"DW_MATMUL={dw_mm} rounds dW's factors below the fp32 problem's precision"
-        if config["SCRATCH"] == "bf16" and (config["MATMUL"] != "dot_bf16" or dw_mm != "dot_bf16"):
+        if config.get("SCRATCH") == "bf16" and (config["MATMUL"] != "dot_bf16" or dw_mm != "dot_bf16"):
             return (f"SCRATCH=bf16 rounds H and da, which MATMUL={config['MATMUL']} with dW in {dw_mm} keeps "
                     "more precisely (allowed with MATMUL=dot_bf16 and dW in bf16 only)")
         return None
@@ -354,8 +359,8 @@ class LeanBackwardSpec(BackwardSpec):
         # bwd.py's buffers with STORE_Z=0, one more H slot per program, and the block's scratch (da and,
         # without INLINE, g ⊙ (H_{t-1} - z)); with OVERLAP a second H scratch of CKPT + 1 slots
         base = super().extra_bytes(problem, config.with_params(STORE_Z=0))
-        slots = 1 + (2 - config["INLINE"]) * config["BULK"] + config["OVERLAP"] * (config["CKPT"] + 1)
-        return base + layout.programs * slots * layout.bm * layout.bv * (2 if config["SCRATCH"] == "bf16" else 4)
+        slots = 1 + (2 - _inline(config)) * config["BULK"] + config["OVERLAP"] * (config["CKPT"] + 1)
+        return base + layout.programs * slots * layout.bm * layout.bv * (2 if config.get("SCRATCH") == "bf16" else 4)
 
     def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
         # the recompute (H W), the chain (H W for z, da Wᵀ), the block (H W, dW once per BULK steps)
@@ -379,11 +384,11 @@ class LeanBackwardSpec(BackwardSpec):
         # dq), da stored and read back, and without INLINE g ⊙ (H_{t-1} - z) stored and read back: 8, with
         # INLINE 5. Each is an L1TEX round trip the step waits on (what ncu named); the instruction count
         # alone drops 6% (bench/sass_stats.py) where the H200 measured 14% (bench/results/2026-12-01-h200-inline)
-        f["scratch"] = (8 - 3 * p["INLINE"]) * e
+        f["scratch"] = (8 - 3 * _inline(config)) * e
         # INLINE moves dq_t = H_t dy_t (a row reduction over V) into the recompute and df_t (a sum over the
         # tile) into the chain step, once per step instead of on the block's [BULK, BLOCK_K, BV] tiles
         # (bench/sass_stats.py: recompute 196 -> 274 instructions per step, block 390 -> 258)
-        f["stepreduce"] = p["INLINE"] * math.log2(2 * p["BLOCK_K"])
+        f["stepreduce"] = _inline(config) * math.log2(2 * p["BLOCK_K"])
         # OVERLAP has no feature: its two chains in one loop measured within 1% of one chain at paper-7b
         # (12.64 -> 12.84 ms without INLINE, 10.85 -> 10.77 with; BLOCK_K=16 likewise), so "equal" is right
         return f
@@ -394,7 +399,7 @@ class LeanBackwardSpec(BackwardSpec):
              "sm.dot": elems * g.bv * 4 * PASSES[config["MATMUL"]] / 16,
              "sm.atomics": g.resident * g.threads * self.atomics_per_thread(problem, config, g),
              # the scratch transfers of every resident program go through the SM's one L1TEX pipe
-             "sm.scratch": elems * (8 - 3 * config["INLINE"])}
+             "sm.scratch": elems * (8 - 3 * _inline(config))}
         return f
 
 
