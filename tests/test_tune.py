@@ -299,12 +299,18 @@ buckets:
 def test_a_space_that_does_not_fit_the_problem_stops_and_says_why(tmp_path):
     """fma products with 1 warp never hold a 64-wide tile: every candidate is rejected before
     running, none spends --trials, and the study ends at the cap on free answers with the reason."""
+    from m2tune.tuning.repair import FAILURES_LIMIT
     from m2tune.tuning.summary import table
     from m2tune.tuning.tune import FREE_PER_TRIAL
     space = tmp_path / "wide.yaml"
     space.write_text(WIDE_SPACE)
-    result = Tuner(options(tmp_path, space=str(space), shape="wide", trials=1, sampler="random")).run()
+    tuner = Tuner(options(tmp_path, space=str(space), shape="wide", trials=1, sampler="random"))
+    result = tuner.run()
     assert result["run"] == 0 and result["categories"] == {status.INVALID_CONFIG: FREE_PER_TRIAL}
+    # nothing to repair them into either: a few searches say so, then the process stops searching
+    notes = [t.user_attrs["repair"] for t in tuner.study.get_trials(deepcopy=False)]
+    assert notes[:FAILURES_LIMIT] == ["no feasible candidate found near it or at random"] * FAILURES_LIMIT
+    assert all(n.startswith("not tried") for n in notes[FAILURES_LIMIT:]) and len(notes) == FREE_PER_TRIAL
     assert "rejected or pruned before running" in result["stop_reason"]
     assert result["stop_reason"] in "\n".join(table(result))
 

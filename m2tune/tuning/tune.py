@@ -7,7 +7,7 @@ Optuna storage (SQLite file by default, any RDB URL, PostgreSQL for several host
     ask (budget left?) -> config (space defaults filled in)
         -> same params scored by a trial of any process?  reuse that score (duplicate, nothing re-run);
            being scored by an earlier one?  wait for it, then the same
-        -> space constraints -> variant check()
+        -> space constraints -> variant check(); rejected: a feasible candidate near it enqueued (repair.py)
         -> model says far slower than the best so far?  pruned (GPU backend, --prune)
         -> worker: validate, time (gpu) / interpreter check + model score (model)
         -> tell: COMPLETE with the value, or FAIL with the failure category
@@ -38,10 +38,12 @@ from typing import Any, Callable, Optional
 from .. import status, variants
 from ..problem import KernelConfig
 from ..status import DUPLICATE, FREE, PRUNED, scored, spends_budget
+from . import samplers
 from .backends import NAMES, GpuEvaluator, ModelEvaluator, Outcome, model_config
 from .duplicates import UNDECIDED, decided_by
 from .options import Progress, TuneError, TuneOptions, hardware_for, study_name
 from .orphans import Reaper
+from .repair import FAILURES_LIMIT, held, reasons, repair
 from .space import problem_for
 from .space_file import load_space
 from .storage import Heartbeat, open_storage, quiet
@@ -65,7 +67,6 @@ class Tuner:
     def __init__(self, opts: TuneOptions, *, on_progress: Optional[Callable[[Progress], None]] = None) -> None:
         import optuna
 
-        from . import samplers
         if opts.backend not in NAMES:
             raise TuneError(f"unknown backend {opts.backend!r}; known: {', '.join(NAMES)}")
         self.opts = opts
@@ -102,6 +103,7 @@ class Tuner:
         self.on_progress = on_progress
         self._best_config: Optional[KernelConfig] = None
         self._duplicates_in_a_row = 0
+        self._repairs_failed_in_a_row = 0
         self.stop_reason: Optional[str] = None    # why the loop ended before --trials ran, if it did
         self._deadline: Optional[float] = None    # time.time() after which no trial is asked (budget_s)
         self.reaper = Reaper(self.study, self.storage)
@@ -251,16 +253,35 @@ class Tuner:
             copied = earlier.value if category in (status.OK, status.INVALID_CONFIG) else None
             self._tell(trial, copied, DUPLICATE, params, count=False)
             return None
-        why = [w for w in self.space.violations(params, self.problem) or
-               [self.spec.check(self.problem, config)] if w]
+        why = reasons(self.space, self.spec, self.problem, params)
         if why:
             trial.set_user_attr("message", "; ".join(why))
+            self._repair(trial, params)
             self._tell(trial, INVALID_PENALTY_MS, status.INVALID_CONFIG, params)
             return None
         if self._pruned(trial, config):
             self._tell(trial, None, PRUNED, params, state=optuna.trial.TrialState.PRUNED)
             return None
         return config
+
+    def _repair(self, trial, params: dict) -> None:
+        """Enqueue a feasible candidate near the rejected `params` that no trial holds, recorded as
+        `repaired_to` (else why none as `repair`). Never raises: a failed repair must not stop the study."""
+        fixed, note = None, f"not tried: the last {FAILURES_LIMIT} repairs found nothing"
+        if self._repairs_failed_in_a_row < FAILURES_LIMIT:
+            try:
+                fixed = repair(self.space, self.spec, self.problem, params,
+                               seed=samplers.trial_seed(self.opts.seed, trial.number),
+                               exclude=held(self.study.get_trials(deepcopy=False), self.distributions))
+                if fixed is not None:   # repair_of: which rejected trial it stands in for
+                    self.study.enqueue_trial(fixed, user_attrs={"repair_of": trial.number}, skip_if_exists=True)
+                note = None if fixed is not None else "no feasible candidate found near it or at random"
+            except Exception as exc:    # recorded, and the study goes on
+                fixed, note = None, f"failed: {type(exc).__name__}: {exc}"
+            self._repairs_failed_in_a_row = 0 if fixed is not None else self._repairs_failed_in_a_row + 1
+        trial.set_user_attr("repaired_to", fixed)
+        if note:
+            trial.set_user_attr("repair", note)
 
     def _over_budget(self, trial, trials: list) -> bool:
         """Processes sharing the study may each ask for the last trial of the budget at once: the
