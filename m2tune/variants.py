@@ -87,7 +87,11 @@ def spec(name: str) -> Any:
 
 def load(name: str) -> ModuleType:
     """The kernel module of `name`: `launch` (a forward) or `launch_backward` (a backward)."""
-    return importlib.import_module(_entry(name).kernel)
+    module = importlib.import_module(_entry(name).kernel)
+    if interpreting():
+        from . import interpreter_calls
+        interpreter_calls.install()        # its helper calls without Triton re-patching the language
+    return module
 
 
 def for_role(role: str) -> list[str]:
