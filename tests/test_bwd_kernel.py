@@ -296,11 +296,17 @@ GPU_CASES = [
                        PREFETCH=1, INLINE=1, num_warps=1), CLIP),
     (GPU_VARLEN, lean(CKPT=32, BULK=2, MATMUL="dot_bf16", TANH="approx", PREFETCH=2, OVERLAP=1, INLINE=1,
                       num_warps=1), None),
+    # SCRATCH=bf16, as the paper-7b and the B=1 S=16384 entries ship (2026-12-02)
+    (GPU_PROBLEM, lean(CKPT=16, BULK=2, BLOCK_K=32, MATMUL="dot_bf16", TANH="approx", PREFETCH=1, SCRATCH="bf16",
+                       num_warps=1), CLIP),
+    (GPU_VARLEN, lean(CKPT=32, BULK=2, BLOCK_K=16, MATMUL="dot_bf16", TANH="approx", PREFETCH=1, OVERLAP=1,
+                      SCRATCH="bf16", num_warps=1), CLIP),
 ]
 
 
 def _gpu_id(problem, config):
     levers = "".join(f"-{name.lower()}" for name in ("OVERLAP", "INLINE") if config.get(name))
+    levers += "-scratch_bf16" if config.get("SCRATCH") == "bf16" else ""
     return f"{config.variant}-{'varlen' if problem.is_varlen else 'fixed'}-{config['MATMUL']}-{config['TANH']}{levers}"
 
 
