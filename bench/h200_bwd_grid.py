@@ -4,7 +4,8 @@ Run from the repo root on a GPU machine:  PYTHONPATH=. python3 bench/h200_bwd_gr
 GRID names a list of configs below (`first`, the default: the first lean grid; `levers`: the
 tuned lean config with and without OVERLAP and register caps, and one-warp BLOCK_K=16 variants;
 `inline`: every shipped lean entry with and without INLINE, and INLINE's neighbours; `scratch`:
-the INLINE configs with an fp32 and a bf16 scratch).
+the INLINE configs with an fp32 and a bf16 scratch; `shipped`: every backward entry of the H200's
+profiles, both families).
 Every config is compiled first, in parallel processes; each is then validated against float64
 autograd on a small problem with the shape's head sharing (bf16, h0, clipping that binds, two
 lengths, three chunks) and its backward alone timed at the full shape (checkpoints made once by an
@@ -81,6 +82,19 @@ for params in (INLINE_BF16, {**INLINE_BF16, "CKPT": 16}, {**INLINE_BF16, "CKPT":
 GRIDS = {"first": CONFIGS, "levers": LEVERS, "inline": INLINE, "scratch": SCRATCH}
 
 
+def shipped():
+    """`shipped`: every backward entry of profiles/nvidia-h200 (each family's), measured or
+    predicted, as the A/B of a kernel patch times them (bench/h200_patch_ab.sh)."""
+    from pathlib import Path
+    rows = []
+    for kernel in (LEAN, OLD):
+        path = Path(__file__).resolve().parent.parent / "profiles" / "nvidia-h200" / f"{kernel}.json"
+        for entry in json.loads(path.read_text())["entries"]:
+            if (kernel, entry["config"]) not in rows:
+                rows.append((kernel, entry["config"]))
+    return rows
+
+
 def small(problem):
     """The shape's dims and head sharing, few heads, S long enough for three chunks and a part."""
     n = 8
@@ -106,7 +120,7 @@ def main(out, shape_name="paper-7b", grid="first", picks=None):
         return profile(shape_name, grid, picks)
     problem = shape(shape_name)
     configs = []
-    for kernel, params in GRIDS[grid]:
+    for kernel, params in (shipped() if grid == "shipped" else GRIDS[grid]):
         spec = variants.spec(kernel)
         config = spec.fit(spec.config(params), problem)
         why = spec.check(problem, config)
