@@ -6,7 +6,9 @@
 #   OUT=... SHAPES="paper-7b" bash bench/h200_lean_ship.sh
 # Optional: FWD_TRIALS (0: no forward study), BWD_TRIALS, BWD_VARIANTS (default both families),
 # STORAGE (default $OUT/lean.db; an existing one is resumed), BWD_LIMIT (seconds per backward study,
-# a hard stop), BWD_BUDGET (seconds a backward study asks new trials for: its confirm stage still runs).
+# a hard stop), BWD_BUDGET (seconds a backward study asks new trials for: its confirm stage still runs;
+# default BWD_LIMIT - 150: on 2026-12-02 a budget of BWD_LIMIT - 115 still left the trials in flight,
+# the confirm rounds and the export past the hard stop at paper-7b, S=16384 and k128-v32).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -24,8 +26,9 @@ for shape in ${SHAPES:-paper-7b}; do
         echo "tune m2rnn_fwd $shape: exit $? after ${SECONDS}s" | tee -a "$LOG"
     fi
     SECONDS=0
+    budget=${BWD_BUDGET:-$(( ${BWD_LIMIT:-330} - 150 ))}
     timeout "${BWD_LIMIT:-330}" python3 cli.py tune --variant "${BWD_VARIANTS:-m2rnn_bwd,m2rnn_bwd_lean}" --shape "$shape" \
-        --trials "${BWD_TRIALS:-20}" --confirm "${BWD_CONFIRM:-2}" ${BWD_BUDGET:+--budget-s "$BWD_BUDGET"} \
+        --trials "${BWD_TRIALS:-20}" --confirm "${BWD_CONFIRM:-2}" --budget-s "$budget" \
         --storage "$STORAGE" 2>> "$OUT/tune.err" | tee -a "$LOG"
     echo "tune backward $shape: exit $? after ${SECONDS}s" | tee -a "$LOG"
 done
