@@ -106,6 +106,24 @@ def test_backward_pays_for_chunks_and_stored_z(hw):
     assert stored.latency_terms["mm.dot_tf32x3"] < recomputed.latency_terms["mm.dot_tf32x3"]
 
 
+def test_lean_backward_prices_bf16_scratch_below_fp32(hw):
+    """SCRATCH=bf16 moves half the bytes and registers of every scratch transfer (measured 16-21% faster
+    on the H200, bench/results/2026-12-02-h200-scratch): with the lean features priced, the same config
+    is predicted faster with it, in both the latency and the throughput term."""
+    lean = variants.spec("m2rnn_bwd_lean")
+    priced = replace(hw, constants={**CONSTANTS, "m2rnn_bwd_lean": {
+        **CONSTANTS["m2rnn_bwd"], "lat.scratch": 0.01, "thr.sm.scratch": 1e-6}})
+    problem = shape("paper-7b")
+    fp32 = lean.DEFAULT.with_params(MATMUL="dot_bf16", DW_MATMUL="dot_bf16", TANH="approx", BLOCK_K=32,
+                                    BULK=2, CKPT=16, PREFETCH=1, INLINE=1, num_warps=1)
+    bf16 = fp32.with_params(SCRATCH="bf16")
+    assert lean.check(problem, fp32) is None and lean.check(problem, bf16) is None
+    a, b = (perfmodel.predict(problem, c, priced, {"n_regs": 220, "shared": 0}) for c in (fp32, bf16))
+    assert b.latency_terms["scratch"] == pytest.approx(a.latency_terms["scratch"] / 2)
+    assert b.latency_us < a.latency_us and b.throughput_us < a.throughput_us
+    assert b.time_ms < a.time_ms
+
+
 def test_missing_constants_and_unknown_variants_are_named(hw):
     bare = replace(hw, constants={})
     with pytest.raises(perfmodel.ModelError, match="m2tune calibrate"):

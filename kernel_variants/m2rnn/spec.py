@@ -278,6 +278,11 @@ def _inline(config: KernelConfig) -> int:
     return config.get("INLINE", 0)
 
 
+def _scratch_words(config: KernelConfig) -> float:
+    """32-bit words per scratch element: the lean backward's SCRATCH=bf16 stores two elements a word."""
+    return 0.5 if config.get("SCRATCH") == "bf16" else 1.0
+
+
 class LeanBackwardSpec(BackwardSpec):
     """bwd_lean.py: as bwd.py, but one sequence per program, the per-step loop carries only the dH
     chain, and the input gradients are computed per block of BULK steps on [BULK, BLOCK_K, BV] tiles."""
@@ -384,7 +389,12 @@ class LeanBackwardSpec(BackwardSpec):
         # dq), da stored and read back, and without INLINE g ⊙ (H_{t-1} - z) stored and read back: 8, with
         # INLINE 5. Each is an L1TEX round trip the step waits on (what ncu named); the instruction count
         # alone drops 6% (bench/sass_stats.py) where the H200 measured 14% (bench/results/2026-12-01-h200-inline)
-        f["scratch"] = (8 - 3 * _inline(config)) * e
+        # Counted in 32-bit registers moved per thread, not elements: SCRATCH=bf16 packs two elements a register
+        # (every scratch buffer takes its dtype), so each transfer is half the loads, stores and shuffles. sm_90
+        # SASS at paper-7b (bench/sass_stats.py, BLOCK_K=32 BULK=2 INLINE=1): 1017 -> 866 instructions per
+        # step, the recompute's and chain's SHFL 75 -> 19; the H200 measured bf16 16-21% faster at every
+        # config of its grid (bench/results/2026-12-02-h200-scratch)
+        f["scratch"] = (8 - 3 * _inline(config)) * e * _scratch_words(config)
         # INLINE moves dq_t = H_t dy_t (a row reduction over V) into the recompute and df_t (a sum over the
         # tile) into the chain step, once per step instead of on the block's [BULK, BLOCK_K, BV] tiles
         # (bench/sass_stats.py: recompute 196 -> 274 instructions per step, block 390 -> 258)
@@ -398,8 +408,9 @@ class LeanBackwardSpec(BackwardSpec):
         f = {"sm.elem": elems * 3, f"sm.tanh.{config['TANH']}": elems * 3,
              "sm.dot": elems * g.bv * 4 * PASSES[config["MATMUL"]] / 16,
              "sm.atomics": g.resident * g.threads * self.atomics_per_thread(problem, config, g),
-             # the scratch transfers of every resident program go through the SM's one L1TEX pipe
-             "sm.scratch": elems * (8 - 3 * _inline(config))}
+             # the scratch transfers of every resident program go through the SM's one L1TEX pipe: in bytes
+             # (4 an element, 2 with SCRATCH=bf16), what that pipe moves
+             "sm.scratch": elems * (8 - 3 * _inline(config)) * 4 * _scratch_words(config)}
         return f
 
 
