@@ -18,6 +18,7 @@ import time
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
 from ..problem import Problem
+from .duplicates import key
 from .space import SearchSpace
 
 MAX_CHANGED = 3          # mutations of up to this many parameters before random points
@@ -28,11 +29,6 @@ TIME_LIMIT_S = 2.0
 # space to have nothing left near the sampler's proposals and stops repairing (the cap on free
 # answers then ends a hopeless study as it did before repairs)
 FAILURES_LIMIT = 3
-
-
-def key(params: Mapping[str, Any]) -> tuple:
-    """What identifies a candidate among a study's trials (decided_by compares the same)."""
-    return tuple(sorted(params.items()))
 
 
 def held(trials: Iterable[Any], names: Iterable[str]) -> set[tuple]:

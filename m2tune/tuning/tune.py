@@ -256,7 +256,7 @@ class Tuner:
         why = reasons(self.space, self.spec, self.problem, params)
         if why:
             trial.set_user_attr("message", "; ".join(why))
-            self._repair(trial, params)
+            self._repair(trial, params, trials)
             self._tell(trial, INVALID_PENALTY_MS, status.INVALID_CONFIG, params)
             return None
         if self._pruned(trial, config):
@@ -264,15 +264,15 @@ class Tuner:
             return None
         return config
 
-    def _repair(self, trial, params: dict) -> None:
-        """Enqueue a feasible candidate near the rejected `params` that no trial holds, recorded as
-        `repaired_to` (else why none as `repair`). Never raises: a failed repair must not stop the study."""
+    def _repair(self, trial, params: dict, trials: list) -> None:
+        """Enqueue a feasible candidate near the rejected `params` that none of `trials` (as _screen read
+        them) holds, as `repaired_to` (else why none as `repair`). Never raises: the study goes on."""
         fixed, note = None, f"not tried: the last {FAILURES_LIMIT} repairs found nothing"
         if self._repairs_failed_in_a_row < FAILURES_LIMIT:
             try:
                 fixed = repair(self.space, self.spec, self.problem, params,
                                seed=samplers.trial_seed(self.opts.seed, trial.number),
-                               exclude=held(self.study.get_trials(deepcopy=False), self.distributions))
+                               exclude=held(trials, self.distributions))
                 if fixed is not None:   # repair_of: which rejected trial it stands in for
                     self.study.enqueue_trial(fixed, user_attrs={"repair_of": trial.number}, skip_if_exists=True)
                 note = None if fixed is not None else "no feasible candidate found near it or at random"
