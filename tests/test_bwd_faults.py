@@ -66,13 +66,11 @@ CASES = {
             # (only where chunk 0 is whole: a short one's extra recompute steps lie past the sequence,
             # and unmasked they would write out of bounds, which no validator should have to survive)
             "inline-dq-of-chunk-0-counted-twice": ("dq_on = c > 0", "dq_on = (c > 0) | (L == CKPT)"),
-            "inline-dq-from-the-state-before-the-step": ("_dq_step(h, rdy, dq_base, tok_r,",
-                                                         "_dq_step(hr, rdy, dq_base, tok_r,"),
+            "inline-dq-from-the-state-before-the-step": ("_dq_step(h, rdy, rdqc, r,", "_dq_step(hr, rdy, rdqc, r,"),
+            # (the tail's call: the sweep's own is indented four more)
             "inline-dq-dropped-in-the-short-chunk-tail": (
-                "dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,",
-                "dq_on & False, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,"),
-            "inline-df-one-token-late": ("accumulate(df_base, (bos + t0 + j) * Nf + hf,",
-                                         "accumulate(df_base, (bos + t0 + tl.minimum(j + 1, L - 1)) * Nf + hf,"),
+                "dq_on, in_tile,\n" + " " * 54 + "rkc,", "dq_on & False, in_tile,\n" + " " * 54 + "rkc,"),
+            "inline-df-one-token-late": ("accumulate(dfc, j * Nf,", "accumulate(dfc, tl.minimum(j + 1, L - 1) * Nf,"),
         }),
 }
 PARAMS = [(kernel, fault) for kernel, (_, _, faults) in CASES.items() for fault in sorted(faults)]

@@ -1,5 +1,4 @@
-"""Lean backward M²RNN kernel: the per-step loop carries only the dH chain; the gradients of the
-inputs are bulk work over blocks of steps.
+"""Lean backward M²RNN kernel: the step loop carries only the dH chain; input gradients in blocks of steps.
 
 One program owns BLOCK_K state rows of one sequence (batch element or packed sequence) of one head,
 so every per-step input is a row vector (k, q: [BLOCK_K]), a column vector (v, dy: [BV]) or a scalar
@@ -25,12 +24,11 @@ into the recompute (H_t is the state it has just computed) and df_t into the cha
 are its own values), so g ⊙ (H_{t-1} - z_t) is never stored and the block reads back only H_{t-1} and da:
 five tile transfers per step instead of eight.
 
-SCRATCH=bf16 halves the bytes of every scratch transfer: the stores round H and da to bf16, which
-a bf16 product (MATMUL=dot_bf16, dW in bf16) rounds them to anyway, so z and dW are unchanged and
-only e = H_{t-1} - z_t (df) and dk, dv see the rounding; the spec allows it there only.
+SCRATCH=bf16 halves the scratch bytes: H and da are stored in the bf16 a bf16 product (allowed
+only with one) rounds them to anyway; only e = H_{t-1} - z_t (df) and dk, dv see the rounding.
 
-dh0 is the final dH. Parameters, checks and memory: spec.LEAN_BACKWARD. State, dH and every
-accumulation are fp32, the scratch fp32 or bf16; products follow MATMUL (H W, da Wᵀ) and DW_MATMUL (dW).
+dh0 is the final dH. Parameters, checks and memory: spec.LEAN_BACKWARD. State, dH and every sum are
+fp32; products follow MATMUL (H W, da Wᵀ) and DW_MATMUL (dW). Addresses: per chunk (_row).
 """
 from __future__ import annotations
 
@@ -60,46 +58,49 @@ def _load(ptr, mask, EVEN: tl.constexpr):
 
 
 @triton.jit
-def _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf, K, V,
-                 EVEN: tl.constexpr):
-    """k_t [BLOCK_K], v_t [BV], f_t (scalar) of token `tok` (a scalar)."""
-    kt = _load(k_ptr + (tok * Nk + hk) * K + rows_k, row_ok, EVEN)
-    vt = _load(v_ptr + (tok * Nv + hv) * V + cols, col_ok, EVEN)
-    ft = tl.load(f_ptr + tok * Nf + hf).to(tl.float32)
+def _row(ptr, tok0, h, NH, D):
+    """Head h's row of token tok0 (int64) in a [tokens, NH, D] tensor: 64-bit arithmetic once per
+    chunk; a step adds its slot's int32 offset j * NH * D (j < CKPT: no overflow)."""
+    return ptr + (tok0 * NH + h) * D
+
+
+@triton.jit
+def _step_inputs(kc, vc, fc, j, rows_k, row_ok, cols, col_ok, Nk, Nv, Nf, K, V, EVEN: tl.constexpr):
+    """k_t [BLOCK_K], v_t [BV], f_t (scalar) of chunk slot j (kc, vc, fc: the chunk's rows, _row)."""
+    kt = _load(kc + j * (Nk * K) + rows_k, row_ok, EVEN)
+    vt = _load(vc + j * (Nv * V) + cols, col_ok, EVEN)
+    ft = tl.load(fc + j * Nf).to(tl.float32)
     return kt, vt, ft
 
 
 @triton.jit
-def _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, n, N, Nk, Nv, Nf,
-                      K, V, INLINE: tl.constexpr, EVEN: tl.constexpr):
-    """k_t, v_t, f_t of token `tok` and, with INLINE (dq in the recompute), dy_t [BV]."""
-    kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf,
-                              K, V, EVEN)
+def _recompute_inputs(kc, vc, fc, dyc, j, rows_k, row_ok, cols, col_ok, N, Nk, Nv, Nf, K, V, INLINE: tl.constexpr,
+                      EVEN: tl.constexpr):
+    """k_t, v_t, f_t of chunk slot j and, with INLINE (dq in the recompute), dy_t [BV]."""
+    kt, vt, ft = _step_inputs(kc, vc, fc, j, rows_k, row_ok, cols, col_ok, Nk, Nv, Nf, K, V, EVEN)
     if INLINE:
-        dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)
+        dyt = _load(dyc + j * (N * V) + cols, col_ok, EVEN)
     else:
         dyt = vt                                                   # not read
     return kt, vt, ft, dyt
 
 
 @triton.jit
-def _dq_step(h, dyt, dq_base, tok, on, hq, Nq, K, rows_k, row_ok, DQ_ATOMIC: tl.constexpr):
-    """INLINE: dq_t = H_t dy_t [BLOCK_K] from the state just recomputed (`on`: this recompute's dq counts).
-    A [BLOCK_K] mask: Triton 3.9's interpreter refuses `row_ok & on` (mask has unsupported dtype)."""
+def _dq_step(h, dyt, dqc, j, on, Nq, K, rows_k, row_ok, DQ_ATOMIC: tl.constexpr):
+    """INLINE: dq_t = H_t dy_t [BLOCK_K] of chunk slot j from the state just recomputed (`on`: this
+    recompute's dq counts). A [BLOCK_K] mask: Triton 3.9's interpreter refuses `row_ok & on`."""
     keep = row_ok & ((rows_k * 0 + on) != 0)
-    accumulate(dq_base, (tok * Nq + hq) * K + rows_k, tl.sum(h * dyt[None, :], axis=1), keep, DQ_ATOMIC)
+    accumulate(dqc, j * (Nq * K) + rows_k, tl.sum(h * dyt[None, :], axis=1), keep, DQ_ATOMIC)
 
 
 @triton.jit
-def _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, tok0, j, rows_k, row_ok, cols, col_ok, in_tile,
-                  hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE: tl.constexpr, EVEN: tl.constexpr):
-    """What the chain needs of chunk slot j (token tok0 + j): k_t, v_t, f_t, q_t, dy_t and H_{t-1}."""
-    tok = tok0 + j
-    kt, vt, ft = _step_inputs(k_ptr, v_ptr, f_ptr, tok, rows_k, row_ok, cols, col_ok, hk, hv, hf, Nk, Nv, Nf,
-                              K, V, EVEN)
-    qt = _load(q_ptr + (tok * Nq + hq) * K + rows_k, row_ok, EVEN)               # [BLOCK_K]
-    dyt = _load(dy_ptr + (tok * N + n) * V + cols, col_ok, EVEN)                 # [BV]
-    hp = tl.load(sc_base + j * TILE + in_tile).to(tl.float32)                    # [BLOCK_K, BV]
+def _sweep_inputs(qc, kc, vc, fc, dyc, sc_base, j, rows_k, row_ok, cols, col_ok, in_tile, N, Nq, Nk, Nv, Nf, K, V,
+                  TILE: tl.constexpr, EVEN: tl.constexpr):
+    """What the chain needs of chunk slot j: k_t, v_t, f_t, q_t, dy_t and H_{t-1}."""
+    kt, vt, ft = _step_inputs(kc, vc, fc, j, rows_k, row_ok, cols, col_ok, Nk, Nv, Nf, K, V, EVEN)
+    qt = _load(qc + j * (Nq * K) + rows_k, row_ok, EVEN)                         # [BLOCK_K]
+    dyt = _load(dyc + j * (N * V) + cols, col_ok, EVEN)                          # [BV]
+    hp = tl.load(sc_base + j * TILE + in_tile)                    # [BLOCK_K, BV] in the scratch's dtype
     return kt, vt, ft, qt, dyt, hp
 
 
@@ -120,51 +121,56 @@ def _recompute(ckpt_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, dst, c, L, bos, n
     """Chunk c (L steps) forward from its checkpoint: H_{t-1} into slot j of dst, the end into slot L
     (INLINE: dq of every step instead of the end)."""
     t0 = c * CKPT
+    tok0 = bos + t0
+    kc, vc, fc = _row(k_ptr, tok0, hk, Nk, K), _row(v_ptr, tok0, hv, Nv, V), _row(f_ptr, tok0, hf, Nf, 1)
+    dyc, dqc = _row(dy_ptr, tok0, n, N, V), _row(dq_base, tok0, hq, Nq, K)
     h = _load(ckpt_ptr + ck_ptr_offs, tile_mask, EVEN)
     if PREFETCH:
-        nk, nv, nf, ndy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, bos + t0, rows_k, row_ok, cols, col_ok,
-                                            hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
+        nk, nv, nf, ndy = _recompute_inputs(kc, vc, fc, dyc, 0, rows_k, row_ok, cols, col_ok, N, Nk, Nv, Nf, K, V,
+                                            INLINE, EVEN)
     for j in range(0, L):
-        tok = bos + t0 + j
         if PREFETCH:
             kt, vt, ft, dyt = nk, nv, nf, ndy
-            nxt = tl.minimum(tok + 1, bos + n_steps - 1)           # the last step re-reads itself
-            nk, nv, nf, ndy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, nxt, rows_k, row_ok, cols, col_ok,
-                                                hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
+            nxt = tl.minimum(j + 1, n_steps - 1 - t0)              # the last step re-reads itself
+            nk, nv, nf, ndy = _recompute_inputs(kc, vc, fc, dyc, nxt, rows_k, row_ok, cols, col_ok, N, Nk, Nv, Nf,
+                                                K, V, INLINE, EVEN)
         else:
-            kt, vt, ft, dyt = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tok, rows_k, row_ok, cols, col_ok,
-                                                hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
+            kt, vt, ft, dyt = _recompute_inputs(kc, vc, fc, dyc, j, rows_k, row_ok, cols, col_ok, N, Nk, Nv, Nf,
+                                                K, V, INLINE, EVEN)
         tl.store(dst + j * TILE + in_tile, h)
         h = _forward_step(h, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
         if INLINE:
-            _dq_step(h, dyt, dq_base, tok, True, hq, Nq, K, rows_k, row_ok, DQ_ATOMIC)
+            _dq_step(h, dyt, dqc, j, True, Nq, K, rows_k, row_ok, DQ_ATOMIC)
     if not INLINE:
         tl.store(dst + L * TILE + in_tile, h)
 
 
 @triton.jit
-def _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, tok_r, r_last, dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr,
-                    dq_base, rows_k, row_ok, cols, col_ok, w, wt, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
-                    TILE: tl.constexpr, INLINE: tl.constexpr, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
-                    EVEN: tl.constexpr, DQ_ATOMIC: tl.constexpr, EMULATE_BF16_DOT: tl.constexpr):
-    """OVERLAP's recompute, one step: H_{t-1} (hr) into slot r, the inputs of token tok_r + 1
-    loaded ahead (clamped to r_last), H_t from the inputs loaded a step before (rk, rv, rf, rdy)
-    and with INLINE its dq (where dq_on)."""
+def _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, r_last, dq_on, in_tile, rkc, rvc, rfc, rdyc, rdqc, rows_k,
+                    row_ok, cols, col_ok, w, wt, N, Nq, Nk, Nv, Nf, K, V, TILE: tl.constexpr, INLINE: tl.constexpr,
+                    MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr, EVEN: tl.constexpr, DQ_ATOMIC: tl.constexpr,
+                    EMULATE_BF16_DOT: tl.constexpr):
+    """OVERLAP's recompute, one step: H_{t-1} (hr) into slot r, the inputs of slot r + 1 loaded ahead
+    (clamped to r_last, the sequence's last slot), H_t from the inputs loaded a step before (rk, rv,
+    rf, rdy) and with INLINE its dq (where dq_on); rkc ... rdqc: the recomputed chunk's rows."""
     tl.store(rc_base + r * TILE + in_tile, hr)
-    nk, nv, nf, ndy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tl.minimum(tok_r + 1, r_last), rows_k, row_ok,
-                                        cols, col_ok, hk, hv, hf, n, N, Nk, Nv, Nf, K, V, INLINE, EVEN)
+    nk, nv, nf, ndy = _recompute_inputs(rkc, rvc, rfc, rdyc, tl.minimum(r + 1, r_last), rows_k, row_ok, cols, col_ok,
+                                        N, Nk, Nv, Nf, K, V, INLINE, EVEN)
     h = _forward_step(hr, rk, rv, rf, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
     if INLINE:
-        _dq_step(h, rdy, dq_base, tok_r, dq_on, hq, Nq, K, rows_k, row_ok, DQ_ATOMIC)
+        _dq_step(h, rdy, rdqc, r, dq_on, Nq, K, rows_k, row_ok, DQ_ATOMIC)
     return h, nk, nv, nf, ndy
 
 
 @triton.jit
 def _prepare(hp, kt, vt, ft, w, wt, MATMUL: tl.constexpr, TANH_APPROX: tl.constexpr,
              EMULATE_BF16_DOT: tl.constexpr):
-    """Off the chain: z_t from H_{t-1}, then c = (1 - f)(1 - z²) and e = H_{t-1} - z_t."""
-    z = tanh(matmul(hp, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :], TANH_APPROX)
-    return (1.0 - ft) * (1.0 - z * z), hp - z
+    """Off the chain: z_t from H_{t-1} (hp as the scratch holds it: a bf16 one enters a compiled bf16
+    product without a round trip through fp32), then c = (1 - f)(1 - z²) and e = H_{t-1} - z_t."""
+    hpf = hp.to(tl.float32)
+    z = tanh(matmul(hpf if EMULATE_BF16_DOT else hp, w, wt, MATMUL, EMULATE_BF16_DOT) + kt[:, None] * vt[None, :],
+             TANH_APPROX)
+    return (1.0 - ft) * (1.0 - z * z), hpf - z
 
 
 @triton.jit
@@ -250,11 +256,13 @@ def m2rnn_bwd_lean_kernel(
             rc_base = sc_prog + ((c + 1) % 2) * SPAN
             cr = tl.maximum(c - 1, 0)
             dq_on = c > 0
-            r_last = bos + n_steps - 1                                 # tokens clamped into the sequence
+            r_last = n_steps - 1 - cr * CKPT                           # slots clamped into the sequence
+            rt0 = bos + cr * CKPT
+            rkc, rvc, rfc = _row(k_ptr, rt0, hk, Nk, K), _row(v_ptr, rt0, hv, Nv, V), _row(f_ptr, rt0, hf, Nf, 1)
+            rdyc, rdqc = _row(dy_ptr, rt0, n, N, V), _row(dq_base, rt0, hq, Nq, K)
             hr = _load(ckpt_ptr + ck_base + cr * K * V + ck_offs, tile_mask, EVEN)
-            rk, rv, rf, rdy = _recompute_inputs(k_ptr, v_ptr, f_ptr, dy_ptr, tl.minimum(bos + cr * CKPT, r_last),
-                                                rows_k, row_ok, cols, col_ok, hk, hv, hf, n, N, Nk, Nv, Nf, K, V,
-                                                INLINE, EVEN)
+            rk, rv, rf, rdy = _recompute_inputs(rkc, rvc, rfc, rdyc, 0, rows_k, row_ok, cols, col_ok, N, Nk, Nv, Nf,
+                                                K, V, INLINE, EVEN)
         else:
             # ---- 1. recompute the chunk forward from its checkpoint: H_{t-1} into slot j, the end into L ----
             sc_base = sc_prog
@@ -264,6 +272,10 @@ def m2rnn_bwd_lean_kernel(
                        K, V, TILE, CKPT, PREFETCH, INLINE, MATMUL, TANH_APPROX, EVEN, DQ_ATOMIC, EMULATE_BF16_DOT)
             tl.debug_barrier()  # scratch written above is read below, possibly by other threads
 
+        # the chunk's rows (_row): a step's loads and stores add its slot's offset only
+        tok0 = bos + t0
+        qc, kc, vc = _row(q_ptr, tok0, hq, Nq, K), _row(k_ptr, tok0, hk, Nk, K), _row(v_ptr, tok0, hv, Nv, V)
+        fc, dyc, dfc = _row(f_ptr, tok0, hf, Nf, 1), _row(dy_ptr, tok0, n, N, V), _row(df_base, tok0, hf, Nf, 1)
         n_blocks = (L + BULK - 1) // BULK
         for bi in range(0, n_blocks):
             j0 = (n_blocks - 1 - bi) * BULK
@@ -273,39 +285,35 @@ def m2rnn_bwd_lean_kernel(
             # c = (1 - f)(1 - z²) and e = H_{t-1} - z_t of a step depend on the loaded H_{t-1} only,
             # so with PREFETCH=2 they are ready a step before the chain needs them
             if PREFETCH >= 1:
-                kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
-                                                        jn - 1, rows_k, row_ok, cols, col_ok, in_tile,
-                                                        hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE, EVEN)
+                kt, vt, ft, qt, dyt, hp = _sweep_inputs(qc, kc, vc, fc, dyc, sc_base, jn - 1, rows_k, row_ok,
+                                                        cols, col_ok, in_tile, N, Nq, Nk, Nv, Nf, K, V, TILE, EVEN)
             if PREFETCH >= 2:
                 cp, ep = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
                 qp, dyp, fp = qt, dyt, ft
-                kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
-                                                        tl.maximum(jn - 2, j0), rows_k, row_ok, cols, col_ok,
-                                                        in_tile, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
-                                                        TILE, EVEN)
+                kt, vt, ft, qt, dyt, hp = _sweep_inputs(qc, kc, vc, fc, dyc, sc_base, tl.maximum(jn - 2, j0),
+                                                        rows_k, row_ok, cols, col_ok, in_tile, N, Nq, Nk, Nv, Nf,
+                                                        K, V, TILE, EVEN)
             for jj in range(0, jn - j0):
                 j = jn - 1 - jj
                 if PREFETCH == 0:
-                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
-                                                            j, rows_k, row_ok, cols, col_ok, in_tile,
-                                                            hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE, EVEN)
+                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(qc, kc, vc, fc, dyc, sc_base, j, rows_k, row_ok,
+                                                            cols, col_ok, in_tile, N, Nq, Nk, Nv, Nf, K, V, TILE,
+                                                            EVEN)
                     cf, hz = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
                     q, dy, f = qt, dyt, ft
                 elif PREFETCH == 1:
                     cf, hz = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
                     q, dy, f = qt, dyt, ft
-                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
-                                                            tl.maximum(j - 1, j0), rows_k, row_ok, cols, col_ok,
-                                                            in_tile, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
-                                                            TILE, EVEN)
+                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(qc, kc, vc, fc, dyc, sc_base, tl.maximum(j - 1, j0),
+                                                            rows_k, row_ok, cols, col_ok, in_tile, N, Nq, Nk, Nv,
+                                                            Nf, K, V, TILE, EVEN)
                 else:
                     cf, hz, q, dy, f = cp, ep, qp, dyp, fp
                     cp, ep = _prepare(hp, kt, vt, ft, w, wt, MATMUL, TANH_APPROX, EMULATE_BF16_DOT)
                     qp, dyp, fp = qt, dyt, ft
-                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(q_ptr, k_ptr, v_ptr, f_ptr, dy_ptr, sc_base, bos + t0,
-                                                            tl.maximum(j - 2, j0), rows_k, row_ok, cols, col_ok,
-                                                            in_tile, hq, hk, hv, hf, n, N, Nq, Nk, Nv, Nf, K, V,
-                                                            TILE, EVEN)
+                    kt, vt, ft, qt, dyt, hp = _sweep_inputs(qc, kc, vc, fc, dyc, sc_base, tl.maximum(j - 2, j0),
+                                                            rows_k, row_ok, cols, col_ok, in_tile, N, Nq, Nk, Nv,
+                                                            Nf, K, V, TILE, EVEN)
                 # the chain: g, da, dH; da and g ⊙ (H_{t-1} - z) go to the block's scratch (INLINE: the
                 # latter's sum, df_t, is reduced here, off the chain: dH does not wait for it)
                 g = dh + q[:, None] * dy[None, :]
@@ -314,61 +322,54 @@ def m2rnn_bwd_lean_kernel(
                 da = g * cf
                 tl.store(sg_base + (j - j0) * TILE + in_tile, da)
                 if INLINE:
-                    accumulate(df_base, (bos + t0 + j) * Nf + hf, tl.sum(tl.sum(g * hz, axis=1), axis=0), None,
-                               DF_ATOMIC)
+                    accumulate(dfc, j * Nf, tl.sum(tl.sum(g * hz, axis=1), axis=0), None, DF_ATOMIC)
                 else:
                     tl.store(se_base + (j - j0) * TILE + in_tile, g * hz)
                 dh = f * g + matmul(da, wt, w, MATMUL, EMULATE_BF16_DOT)
                 if OVERLAP:
                     # an independent chain beside this one: step L - 1 - j of chunk cr's recompute
                     r = L - 1 - j
-                    hr, rk, rv, rf, rdy = _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, bos + cr * CKPT + r,
-                                                          r_last, dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr,
-                                                          dq_base, rows_k, row_ok, cols, col_ok, w, wt, hq, hk, hv,
-                                                          hf, n, N, Nq, Nk, Nv, Nf, K, V, TILE, INLINE, MATMUL,
+                    hr, rk, rv, rf, rdy = _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, r_last, dq_on, in_tile,
+                                                          rkc, rvc, rfc, rdyc, rdqc, rows_k, row_ok, cols, col_ok, w,
+                                                          wt, N, Nq, Nk, Nv, Nf, K, V, TILE, INLINE, MATMUL,
                                                           TANH_APPROX, EVEN, DQ_ATOMIC, EMULATE_BF16_DOT)
             tl.debug_barrier()  # the block's scratch is read below in another layout
 
             # ---- 2b. the block's gradients, all its steps at once ----
             jb = j0 + blk                                                 # [BULK] chunk slots
             real = jb < jn
-            tok_b = bos + t0 + jb                                         # [BULK]
             real3 = real[:, None, None]
             rk2 = real[:, None] & row_ok[None, :]                         # [BULK, BLOCK_K]
             rv2 = real[:, None] & col_ok[None, :]                         # [BULK, BV]
             h_prev = tl.load(sc_base + jb[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
                              other=0.0).to(tl.float32)
             da_b = tl.load(sg_base + in_blk, mask=real3, other=0.0).to(tl.float32)
-            k_b = tl.load(k_ptr + ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :], mask=rk2,
-                          other=0.0).to(tl.float32)
-            v_b = tl.load(v_ptr + ((tok_b * Nv + hv) * V)[:, None] + cols[None, :], mask=rv2,
-                          other=0.0).to(tl.float32)
+            k_offs = (jb * (Nk * K))[:, None] + rows_k[None, :]            # [BULK, BLOCK_K] from the chunk's rows
+            v_offs = (jb * (Nv * V))[:, None] + cols[None, :]              # [BULK, BV]
+            k_b = tl.load(kc + k_offs, mask=rk2, other=0.0).to(tl.float32)
+            v_b = tl.load(vc + v_offs, mask=rv2, other=0.0).to(tl.float32)
             dw += dot(tl.trans(tl.reshape(h_prev, (BULK * BLOCK_K, BV))),
                       tl.reshape(da_b, (BULK * BLOCK_K, BV)), DW_MATMUL, EMULATE_BF16_DOT)
-            accumulate(dk_base, ((tok_b * Nk + hk) * K)[:, None] + rows_k[None, :],
-                       tl.sum(da_b * v_b[:, None, :], axis=2), rk2, DK_ATOMIC)
-            accumulate(dv_base, ((tok_b * Nv + hv) * V)[:, None] + cols[None, :],
-                       tl.sum(da_b * k_b[:, :, None], axis=1), rv2, DV_ATOMIC)
+            accumulate(_row(dk_base, tok0, hk, Nk, K), k_offs, tl.sum(da_b * v_b[:, None, :], axis=2), rk2, DK_ATOMIC)
+            accumulate(_row(dv_base, tok0, hv, Nv, V), v_offs, tl.sum(da_b * k_b[:, :, None], axis=1), rv2, DV_ATOMIC)
             if not INLINE:
                 dfe_b = tl.load(se_base + in_blk, mask=real3, other=0.0).to(tl.float32)
-                accumulate(df_base, tok_b * Nf + hf, tl.sum(tl.sum(dfe_b, axis=2), axis=1), real, DF_ATOMIC)
+                accumulate(dfc, jb * Nf, tl.sum(tl.sum(dfe_b, axis=2), axis=1), real, DF_ATOMIC)
                 # dq_t = H_t dy_t (H_t: the next slot)
                 h_next = tl.load(sc_base + (jb + 1)[:, None, None] * TILE + in_tile[None, :, :], mask=real3,
                                  other=0.0).to(tl.float32)
-                dy_b = tl.load(dy_ptr + ((tok_b * N + n) * V)[:, None] + cols[None, :], mask=rv2,
-                               other=0.0).to(tl.float32)
-                accumulate(dq_base, ((tok_b * Nq + hq) * K)[:, None] + rows_k[None, :],
+                dy_b = tl.load(dyc + (jb * (N * V))[:, None] + cols[None, :], mask=rv2, other=0.0).to(tl.float32)
+                accumulate(_row(dq_base, tok0, hq, Nq, K), (jb * (Nq * K))[:, None] + rows_k[None, :],
                            tl.sum(dy_b[:, None, :] * h_next, axis=2), rk2, DQ_ATOMIC)
             tl.debug_barrier()  # the next block overwrites the scratch read above
 
         if OVERLAP:
             # a partial chunk (the last) left chunk cr's recompute short: its remaining steps, its end
             for r in range(L, CKPT):
-                hr, rk, rv, rf, rdy = _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, bos + cr * CKPT + r, r_last,
-                                                      dq_on, in_tile, k_ptr, v_ptr, f_ptr, dy_ptr, dq_base, rows_k,
-                                                      row_ok, cols, col_ok, w, wt, hq, hk, hv, hf, n, N, Nq, Nk, Nv,
-                                                      Nf, K, V, TILE, INLINE, MATMUL, TANH_APPROX, EVEN, DQ_ATOMIC,
-                                                      EMULATE_BF16_DOT)
+                hr, rk, rv, rf, rdy = _recompute_step(hr, rk, rv, rf, rdy, rc_base, r, r_last, dq_on, in_tile,
+                                                      rkc, rvc, rfc, rdyc, rdqc, rows_k, row_ok, cols, col_ok, w, wt,
+                                                      N, Nq, Nk, Nv, Nf, K, V, TILE, INLINE, MATMUL, TANH_APPROX, EVEN,
+                                                      DQ_ATOMIC, EMULATE_BF16_DOT)
             if not INLINE:
                 tl.store(rc_base + CKPT * TILE + in_tile, hr)
 

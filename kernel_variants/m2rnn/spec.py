@@ -365,7 +365,7 @@ class LeanBackwardSpec(BackwardSpec):
         # without INLINE, g ⊙ (H_{t-1} - z)); with OVERLAP a second H scratch of CKPT + 1 slots
         base = super().extra_bytes(problem, config.with_params(STORE_Z=0))
         slots = 1 + (2 - _inline(config)) * config["BULK"] + config["OVERLAP"] * (config["CKPT"] + 1)
-        return base + layout.programs * slots * layout.bm * layout.bv * (2 if config.get("SCRATCH") == "bf16" else 4)
+        return base + layout.programs * slots * layout.bm * layout.bv * int(4 * _scratch_words(config))
 
     def latency_features(self, problem: Problem, config: KernelConfig, g: Any) -> dict[str, float]:
         # the recompute (H W), the chain (H W for z, da Wᵀ), the block (H W, dW once per BULK steps)
