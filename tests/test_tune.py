@@ -315,7 +315,7 @@ def test_a_space_that_does_not_fit_the_problem_stops_and_says_why(tmp_path):
     assert result["stop_reason"] in "\n".join(table(result))
 
 
-def test_all_buckets_one_study_each_and_a_time_budget(tmp_path):
+def test_all_buckets_one_study_each_and_a_time_budget(tmp_path, monkeypatch):
     """--all-buckets runs every bucket of the space in its own study; --budget-s stops asking for
     trials when it is spent (the summary says so; a later run resumes each study)."""
     import optuna
@@ -332,6 +332,19 @@ def test_all_buckets_one_study_each_and_a_time_budget(tmp_path):
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     assert names == sorted(f"m2rnn_fwd/{b}/{TARGET}/model" for b in (SMALL_BUCKET, "other")), names
     assert result.output.count("stopped at the time budget (0.001 s)") == 2, result.output
+    # a run stopped from outside keeps the tables of the studies that ended before the stop
+    from m2tune.cli import tune as cli_tune
+    real, calls = cli_tune._tune_one, []
+
+    def stopped_in_the_second(opts, as_json):
+        calls.append(opts.shape)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(opts, as_json)
+    monkeypatch.setattr(cli_tune, "_tune_one", stopped_in_the_second)
+    cut = CliRunner().invoke(main, ["tune", "--all-buckets", "--trials", "5", "--backend", "model",
+                                    "--gpu", TARGET, "--space", str(space), "--storage", storage])
+    assert len(calls) == 2 and f"m2rnn_fwd/{calls[0]}/{TARGET}/model" in cut.output, cut.output
     bad = CliRunner().invoke(main, ["tune", "--all-buckets", "--shape", "tiny", "--space", str(space),
                                     "--backend", "model", "--gpu", TARGET, "--storage", storage])
     assert bad.exit_code == 2 and "Error:" in bad.output and "--all-buckets" in bad.output, bad.output

@@ -102,17 +102,19 @@ def tune(ctx: click.Context, shape_name: str, variant: str, backend: str, gpu: O
             raise click.BadParameter("--all-buckets tunes the space's buckets: give no --shape or --study",
                                      param_hint="--all-buckets")
         runs = [(k, b) for k in kernels for b in _bucket_names(space or k)]
-    results = [_tune_one(TuneOptions(variant=k, shape=shape, backend=backend, target=gpu, trials=trials,
-                                     sampler=sampler, seed=seed, storage=storage, study=study_name,
-                                     gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps,
-                                     confirm=confirm, space=space, budget_s=budget_s, grid=grid), as_json)
-               for k, shape in runs]
+    results = []
+    for k, shape in runs:
+        results.append(_tune_one(TuneOptions(variant=k, shape=shape, backend=backend, target=gpu, trials=trials,
+                                             sampler=sampler, seed=seed, storage=storage, study=study_name,
+                                             gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps,
+                                             confirm=confirm, space=space, budget_s=budget_s, grid=grid), as_json))
+        if not as_json:
+            # each study's table as it ends: a run of many buckets stopped from outside keeps what it said
+            for line in summ.table(results[-1]):
+                click.echo(line)
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
         return
-    for result in results:
-        for line in summ.table(result):
-            click.echo(line)
     if len(kernels) > 1 and not all_buckets:
         for line in summ.comparison(results):
             click.echo(line)
