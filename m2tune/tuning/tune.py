@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 from .. import status, variants
 from ..problem import KernelConfig
 from ..status import DUPLICATE, FREE, PRUNED, scored, spends_budget
-from . import samplers
+from . import samplers, shipped
 from .backends import NAMES, GpuEvaluator, ModelEvaluator, Outcome, model_config
 from .duplicates import UNDECIDED, decided_by
 from .options import Progress, TuneError, TuneOptions, hardware_for, study_name
@@ -126,12 +126,12 @@ class Tuner:
             self.study.set_user_attr("environment", _jsonable(environment()))
             self.study.set_user_attr("space", str(self.space.source))
         self.reaper.reap()
-        # every run, not only a new study: a starting point added to the space file later is tried
-        # when the study resumes (within its --trials: raise it if the budget is spent); one already
-        # tried (any state) is not enqueued again
-        for params in self.space.starting_points():
+        # every run: a starting point added to the space file later, or a config the profiles ship for
+        # this bucket (shipped.py), is tried when the study resumes; one tried (any state) is not again
+        for params, origin in [(p, None) for p in self.space.starting_points()] + shipped.points(
+                self.opts.variant, self.gpu_slug, self.problem, self.space):
             searched = {k: v for k, v in params.items() if k in self.distributions}
-            self.study.enqueue_trial(searched, skip_if_exists=True)
+            self.study.enqueue_trial(searched, user_attrs=origin and {"start": origin}, skip_if_exists=True)
         trials = self.study.get_trials(deepcopy=False)
         done = [t for t in trials if scored(t)]
         self.progress.done = sum(1 for t in done if spends_budget(t))
