@@ -9,7 +9,8 @@ products round the state its checkpoints hold), the entry also holds `training`:
 fastest validated config that may, which the runtime uses when gradients will be taken.
 Provenance (GPU, Triton/torch/m2tune versions, template hash) comes from the study itself, i.e.
 from the machine that ran it, not the one exporting; each entry keeps its own versions. Entries
-merge into an existing file by bucket, so a profile grows one study at a time; studies of another
+merge into an existing file by bucket, so a profile grows one study at a time (a prediction never
+replaces a measured entry; a slower measurement replacing one is said); studies of another
 Triton version or template source than the file's cannot be merged (they would make it stale).
 """
 from __future__ import annotations
@@ -139,7 +140,10 @@ def export(storage_url: str, out: Path, *, studies: Optional[Iterable[str]] = No
             print(f"m2tune export: {name}: its winner was validated before plan v{PLAN_VERSION} (h0, clipping, "
                   "packed sequences, chunks); the runtime uses it only for the calls its validation covered. "
                   "`m2tune check --revalidate` proves it on the current plan")
-        entries[tuple(sorted(entry["bucket"].items()))] = entry
+        key = tuple(sorted(entry["bucket"].items()))
+        if _keeps(path, entries.get(key), entry):
+            continue
+        entries[key] = entry
     if not files:
         raise ExportError(f"nothing to export from {redacted(storage_url)}: no study has a validated trial")
     for path, (header, entries) in files.items():
@@ -147,6 +151,26 @@ def export(storage_url: str, out: Path, *, studies: Optional[Iterable[str]] = No
         path.write_text(dumps(header["kernel"], header["gpu"], header["versions"], header["variant_hash"],
                               list(entries.values())))
     return sorted(files)
+
+
+def _keeps(path: Path, have: Optional[dict], new: dict) -> bool:
+    """Whether the file's entry for a bucket stays instead of `new`, the study's: a prediction never
+    replaces a measurement (predicted entries are only for GPUs with none); a measurement slower than
+    the one it replaces does, the newer study being the one that ran this code last, and it says so:
+    two runs' times, not a comparison within one."""
+    if not have or not have.get("measured"):
+        return False
+    name = new.get("name") or new["bucket"]
+    if not new.get("measured"):
+        print(f"m2tune export: {path}: bucket {name}: kept the measured entry ({have.get('time_ms', 0):.3f} ms, "
+              f"study {have.get('study')}); study {new['study']} only predicted it")
+        return True
+    if new["time_ms"] > have.get("time_ms", float("inf")):
+        print(f"m2tune export: {path}: bucket {name}: {new['time_ms']:.3f} ms ({new['trials']} trials, study "
+              f"{new['study']}) replaces {have['time_ms']:.3f} ms ({have.get('trials')} trials, study "
+              f"{have.get('study')}), measured in another run; a study resumed with the shipped config "
+              "as a starting point times both in one")
+    return False
 
 
 def _staleness_key(header: dict) -> tuple:
