@@ -3,9 +3,11 @@
 Run from the repo root on a GPU machine:  PYTHONPATH=. python3 bench/h200_op_profile.py OUTDIR [SHAPE ...]
 The runtime's own choices (no config), bf16, forward + backward as bench/h200_training.py steps it.
 Per shape, side by side in one process:
-- step_ms: CUDA events around one step, the GPU idle before it (what every committed step time is);
-- pipelined_ms: 20 steps queued back to back, no sync between them, per step: what a training loop
-  whose host keeps ahead of the GPU pays. The difference is host latency the GPU waits for;
+- step_ms: CUDA events around one step, the L2 flushed and the GPU idle before it (what every
+  committed step time is); step_warm_ms: the same without the flush;
+- pipelined_ms: 20 steps queued back to back, no sync or flush between them, per step: what a
+  training loop whose host keeps ahead of the GPU pays. step_warm_ms - pipelined_ms is host latency
+  the GPU waits for; step_ms - step_warm_ms the cold L2;
 - host_fwd_ms / host_bwd_ms: host time of the op's forward call and of autograd.backward (they
   return once their kernels are queued);
 - CUDA time per kernel over 5 profiled steps queued back to back, and the GPU's idle gaps between
@@ -69,10 +71,17 @@ def _kernels_and_gaps(prof) -> tuple[list, dict]:
                          "ms_per_step": cuda_us / STEPS / 1e3})
     rows.sort(key=lambda r: -r["ms_per_step"])
     spans = sorted((e.time_range.start, e.time_range.end, e.name[:60]) for e in prof.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start)
-    # the profiled steps are queued back to back (no sync between them): a gap is the GPU waiting
-    # for the host, within a step or between two
-    gaps = [(b[0] - a[1], a[2], b[2]) for a, b in zip(spans, spans[1:]) if b[0] > a[1]]
+                   if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+                   and e.time_range.end > e.time_range.start)
+    # the profiled steps are queued back to back (no sync between them, one queued before the profile
+    # starts): a gap is the GPU waiting for the host. Against the latest end so far, not the previous
+    # kernel's: kernels of two streams may overlap
+    gaps, busy_until, last = [], None, None
+    for start, end, name in spans:
+        if busy_until is not None and start > busy_until:
+            gaps.append((start - busy_until, last, name))
+        if busy_until is None or end > busy_until:
+            busy_until, last = end, name
     top = sorted(gaps, reverse=True)[:8]
     return rows, {"idle_between_kernels_ms_per_step": sum(g[0] for g in gaps) / STEPS / 1e3,
                   "largest_gaps": [{"us": round(g, 1), "after": a, "before": b} for g, a, b in top]}
@@ -85,7 +94,10 @@ def profile_shape(name: str) -> dict:
         step()
     torch.cuda.synchronize()
     row = {"shape": name, "step_ms": time_cuda(step, reps=10).median_ms,
+           "step_warm_ms": time_cuda(step, reps=10, flush_l2=False).median_ms,
            "pipelined_ms": statistics.median(_pipelined_ms(step) for _ in range(3)), **_host_ms(problem, leaves)}
+    torch.cuda.synchronize()
+    step()                              # queued before the profile: its first kernel does not start idle
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(STEPS):
             step()
@@ -99,7 +111,8 @@ def main(out, names):
     with open(f"{out}/op_profile.json", "w") as fh:
         json.dump({"environment": environment(), "shapes": results}, fh, indent=2)
     for r in results:
-        print(f"\n{r['shape']}: step {r['step_ms']:.2f} ms (GPU idle before it), pipelined {r['pipelined_ms']:.2f} ms, "
+        print(f"\n{r['shape']}: step {r['step_ms']:.2f} ms (GPU idle before it; {r['step_warm_ms']:.2f} without the L2 "
+              f"flush), pipelined {r['pipelined_ms']:.2f} ms, "
               f"GPU kernels {r['gpu_kernels_ms']:.2f} ms, idle between kernels {r['idle_between_kernels_ms_per_step']:.2f} ms; "
               f"host: forward call {r['host_fwd_ms']:.2f} ms, backward call {r['host_bwd_ms']:.2f} ms")
         for k in r["kernels"][:8]:

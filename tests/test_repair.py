@@ -1,6 +1,7 @@
 """Repairs of rejected candidates (m2tune/tuning/repair.py): on the lean backward at square-64,
-where 0.23% of the space is feasible and every starting point but square-64's own entry fails the
-register budget, a study without them ran one trial before the cap on free answers stopped it."""
+where 0.23% of the space is feasible and nearly every starting point fails the register budget (two
+fit: the space file's old square-64 entry and the shipped one), a study without repairs ran one trial
+before the cap on free answers stopped it."""
 from __future__ import annotations
 
 import time
@@ -97,8 +98,8 @@ def test_a_thin_bucket_runs_its_trials_through_repairs(tmp_path):
     rejected = [t for t in trials if t.user_attrs.get("status") == status.INVALID_CONFIG]
     assert rejected and all("repaired_to" in t.user_attrs for t in rejected)
     repairs = [t for t in trials if "repair_of" in t.user_attrs]
-    # what ran is a repair or a starting point the bucket fits: square-64's entry, enqueued by the
-    # space file and as the shipped config of the bucket (m2tune/tuning/shipped.py)
+    # what ran is a repair or a starting point the bucket fits: the space file's old square-64 entry
+    # or the config the profile ships for the bucket (m2tune/tuning/shipped.py)
     starts = tuner.space.starting_points() + [p for p, _ in shipped.points(LEAN, TARGET, tuner.problem, tuner.space)]
     fitting_starts = [p for p in starts if not reasons(tuner.space, tuner.spec, tuner.problem, p)]
     assert len(fitting_starts) < wanted

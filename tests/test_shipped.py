@@ -39,6 +39,7 @@ def test_the_bundled_paper_7b_entry_and_its_training_config_are_starting_points(
     assert "training" in found[1][1]
     # a bucket with no entry, another GPU: nothing
     assert shipped.points(FWD, TARGET, problem_for(space, "tiny"), space) == []
+    assert shipped.points(FWD, TARGET, problem_for(space, "paper-7b-fp32"), space) == []     # dtype counts
     assert shipped.points(FWD, "no-such-gpu", problem_for(space, "paper-7b"), space) == []
 
 
@@ -56,7 +57,7 @@ def test_a_broken_or_foreign_entry_gives_no_point_and_no_error(tmp_path, monkeyp
     doc["entries"] = [e for e in doc["entries"] if e["name"] == "paper-7b"]
     doc["entries"][0].pop("training", None)
     config = doc["entries"][0]["config"]
-    config["BLOCK_K"] = 48                            # not a value the space offers
+    config["BLOCK_K"] = 1                             # the spec allows it, the space does not offer it
     (mine / f"{FWD}.json").write_text(json.dumps(doc))
     assert shipped.points(FWD, TARGET, problem, space) == bundled
 
@@ -74,9 +75,18 @@ def test_a_study_enqueues_the_shipped_config_named_by_its_origin(tmp_path, no_ov
     waiting = tuner.study.get_trials(deepcopy=False)
     marked = [t for t in waiting if "start" in t.user_attrs]
     want = {k: _entry("paper-7b").config[k] for k in tuner.distributions}
-    assert marked and any(t.system_attrs["fixed_params"] == want for t in marked)
+    # right after the default, ahead of the space file's starting points: a short study tries it
+    assert [t.number for t in marked] == [1, 2] and waiting[1].system_attrs["fixed_params"] == want
     assert all(str(BUNDLED) in t.user_attrs["start"] for t in marked)
     # resuming enqueues nothing twice
     again = Tuner(TuneOptions(variant=FWD, shape="paper-7b", backend="model", target=TARGET, trials=1,
                               storage=f"sqlite:///{tmp_path}/s.db"))
     assert len(again.study.get_trials(deepcopy=False)) == len(waiting)
+
+
+def test_a_study_can_leave_the_shipped_configs_out(tmp_path, no_override):
+    """What bench/replay_efficiency.py does: it measures the sampler, not the profile."""
+    tuner = Tuner(TuneOptions(variant=FWD, shape="paper-7b", backend="model", target=TARGET, trials=1,
+                              storage=f"sqlite:///{tmp_path}/s.db", shipped_starts=False))
+    assert not any("start" in t.user_attrs for t in tuner.study.get_trials(deepcopy=False))
+    assert len(tuner.study.get_trials(deepcopy=False)) == len(tuner.space.starting_points())

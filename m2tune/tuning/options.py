@@ -36,6 +36,8 @@ class TuneOptions:
     confirm_rounds: int = 3
     lookahead: int = 4                   # gpu backend: trials compiling ahead of the one being timed
     space: Optional[str] = None
+    shipped_starts: bool = True          # enqueue the profiles' configs for this bucket (shipped.py); off
+                                         # where the search itself is measured (bench/replay_efficiency.py)
     profiles: tuple[str, ...] = ()       # folders searched for hardware.json (bundled profiles/ last)
     # kernels outside the registry (name, spec "module:ATTR", kernel module), registered here and in
     # every worker

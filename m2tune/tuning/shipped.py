@@ -10,35 +10,21 @@ drops its points; it never stops a study.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..profile_file import ProfileFileError, bucket_of, load
-
-
-def _fits(distributions: dict[str, Any], params: dict[str, Any]) -> bool:
-    """Every searched value inside its distribution (a value the space no longer offers is not enqueued)."""
-    for name, dist in distributions.items():
-        value = params[name]
-        choices = getattr(dist, "choices", None)
-        if choices is not None:
-            if value not in choices:
-                return False
-        elif not (isinstance(value, (int, float)) and dist.low <= value <= dist.high):
-            return False
-    return True
 
 
 def points(kernel: str, gpu_slug: str, problem, space) -> list[tuple[dict, str]]:
     """(searched params, where from) of each shipped config of `kernel` for `problem`'s exact bucket
     on `gpu_slug`: the entry's config and, where it has one, its training config; a parameter the
     entry predates takes the space's default."""
+    from ..gpu import canonical_gpu
     from ..runtime import search_folders
-    bucket, found, distributions = bucket_of(problem), [], space.distributions()
+    bucket, found = bucket_of(problem), []
     for folder in search_folders():
-        path = folder / gpu_slug / f"{kernel}.json"
-        if not path.is_file():
-            continue
+        path = folder / canonical_gpu(gpu_slug) / f"{kernel}.json"      # the folder the runtime reads
         try:
+            if not path.is_file():
+                continue
             pf = load(path, strict=False)
         except (ProfileFileError, OSError):
             continue
@@ -49,7 +35,9 @@ def points(kernel: str, gpu_slug: str, problem, space) -> list[tuple[dict, str]]
             for config, role in ((entry.config, ""), (training, " training")):
                 if not isinstance(config, dict):
                     continue
-                searched = {k: config.get(k, space.defaults[k]) for k in distributions}
-                if _fits(distributions, searched) and searched not in [p for p, _ in found]:
+                searched = {k: config.get(k, space.defaults[k]) for k in space.params}
+                # a value the space does not offer (type and step included) is not enqueued
+                fits = all(value in space.params[k] for k, value in searched.items())
+                if fits and searched not in [p for p, _ in found]:
                     found.append((searched, f"{path}: bucket {entry.name}{role}"))
     return found

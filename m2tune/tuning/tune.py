@@ -48,15 +48,13 @@ from .space import problem_for
 from .space_file import load_space
 from .storage import Heartbeat, open_storage, quiet
 
-# A config its space's rules or the template's check() reject is told COMPLETE with this value
-# rather than FAIL: samplers ignore failed trials, so TPE kept proposing the same impossible
-# corners (90% of backward proposals in the first studies). Summaries, exports, pruning and the
-# confirm stage only ever read trials whose status is ok.
+# A config its space's rules or the template's check() reject is told COMPLETE with this value rather
+# than FAIL: samplers ignore failed trials, so TPE kept proposing the same impossible corners (90% of
+# backward proposals in the first studies). Summaries, exports, pruning, confirm read status ok only.
 INVALID_PENALTY_MS = 1e9
 CONSECUTIVE_DUPLICATES_LIMIT = 50     # a sampler that only re-proposes scored configs has converged
-# Candidates answered without running (status.FREE) do not spend --trials: in the first backward
-# studies 55% of the proposals were rejected configs and ate the budget. A space that is nearly all
-# invalid for a problem still ends: at most FREE_PER_TRIAL free answers per trial asked.
+# Candidates answered without running (status.FREE) do not spend --trials (in the first backward studies 55%
+# were rejected configs); a space nearly all invalid still ends: at most FREE_PER_TRIAL per trial asked.
 FREE_PER_TRIAL = 10
 WAIT_S = 0.5                          # polling while an earlier trial scores the same candidate
 
@@ -126,10 +124,12 @@ class Tuner:
             self.study.set_user_attr("environment", _jsonable(environment()))
             self.study.set_user_attr("space", str(self.space.source))
         self.reaper.reap()
-        # every run: a starting point added to the space file later, or a config the profiles ship for
-        # this bucket (shipped.py), is tried when the study resumes; one tried (any state) is not again
-        for params, origin in [(p, None) for p in self.space.starting_points()] + shipped.points(
-                self.opts.variant, self.gpu_slug, self.problem, self.space):
+        # every run: the default, the configs the profiles ship for this bucket (shipped.py), then the
+        # space file's starting points (one added later is tried on resume); none tried twice
+        starts = [(p, None) for p in self.space.starting_points()]
+        if self.opts.shipped_starts:
+            starts[1:1] = shipped.points(self.opts.variant, self.gpu_slug, self.problem, self.space)
+        for params, origin in starts:
             searched = {k: v for k, v in params.items() if k in self.distributions}
             self.study.enqueue_trial(searched, user_attrs=origin and {"start": origin}, skip_if_exists=True)
         trials = self.study.get_trials(deepcopy=False)
