@@ -158,14 +158,15 @@ def _keeps(path: Path, have: Optional[dict], new: dict) -> bool:
     replaces a measurement (predicted entries are only for GPUs with none); a measurement slower than
     the one it replaces does, the newer study being the one that ran this code last, and it says so:
     two runs' times, not a comparison within one."""
-    if not have or not have.get("measured"):
+    # `have` passed profile_file.load (time_ms and measured required); `new` is a study_entry
+    if not have or not have["measured"]:
         return False
-    name = new.get("name") or new["bucket"]
-    if not new.get("measured"):
-        print(f"m2tune export: {path}: bucket {name}: kept the measured entry ({have.get('time_ms', 0):.3f} ms, "
+    name = new["name"]
+    if not new["measured"]:
+        print(f"m2tune export: {path}: bucket {name}: kept the measured entry ({have['time_ms']:.3f} ms, "
               f"study {have.get('study')}); study {new['study']} only predicted it")
         return True
-    if new["time_ms"] > have.get("time_ms", float("inf")):
+    if new["time_ms"] > have["time_ms"]:
         print(f"m2tune export: {path}: bucket {name}: {new['time_ms']:.3f} ms ({new['trials']} trials, study "
               f"{new['study']}) replaces {have['time_ms']:.3f} ms ({have.get('trials')} trials, study "
               f"{have.get('study')}), measured in another run; a study resumed with the shipped config "
