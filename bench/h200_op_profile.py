@@ -14,6 +14,7 @@ Per shape, side by side in one process:
   consecutive kernels there, the largest named by the kernels around them.
 """
 import json
+import os
 import statistics
 import sys
 import time
@@ -108,6 +109,7 @@ def profile_shape(name: str) -> dict:
 
 def main(out, names):
     results = [profile_shape(n) for n in names]
+    os.makedirs(out, exist_ok=True)
     with open(f"{out}/op_profile.json", "w") as fh:
         json.dump({"environment": environment(), "shapes": results}, fh, indent=2)
     for r in results:

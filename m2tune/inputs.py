@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from .problem import Problem
+from .reuse import memoized
 
 _FLOATS = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16",
            torch.float64: "float64"}
@@ -197,7 +198,14 @@ def make_inputs(problem: Problem, *, seed: int, device: str | torch.device = "cp
 
     q, k ~ N(0,1)/sqrt(K); v ~ N(0,1); W = I + N(0, 0.1²/V) (near identity);
     f = sigmoid(N(0,1) + 1) (mostly remembering); h0 ~ N(0, 0.1²).
+    Drawn on the CPU (the same values on every device), so each draw is kept inside
+    reuse.reusing(): a tuning worker draws the same ones for every trial.
     """
+    return memoized(("inputs", problem, seed, str(torch.device(device))),
+                    lambda: _draw_inputs(problem, seed, device))
+
+
+def _draw_inputs(problem: Problem, seed: int, device: str | torch.device) -> Inputs:
     g = torch.Generator(device="cpu").manual_seed(seed)
     p = problem
     rows, T = (1, p.tokens) if p.is_varlen else (p.B, p.S)

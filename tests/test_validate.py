@@ -86,3 +86,21 @@ def test_interpreter_bf16_outputs_are_judged_as_the_interpreter_rounds(monkeypat
     assert torch.equal(nearest, x.to(torch.bfloat16))
     e = lambda r: ((r.double() - x).norm() / x.norm()).item()      # noqa: E731
     assert 1.7 < e(truncated) / e(nearest) < 2.3
+
+
+def test_a_packed_sequence_ending_on_a_chunk_boundary_passes_an_honest_candidate():
+    # seqlens (4, 8, 2) at 4 steps a chunk: the first sequence's second chunk starts at its end,
+    # which the reference observes and no kernel writes; both sides must leave it out
+    from m2tune.measure.validate import _chunk_states
+    packed = Problem.varlen([4, 8, 2], K=6, V=4, Nv=2, Nw=2, Nf=2, h0=True, dtype="float32")
+
+    def run(problem, x, y, h_T, ckpt_every=0):
+        states, see = _chunk_states(problem, x, torch.float32, ckpt_every)
+        yr, hr = m2rnn_reference(x.q, x.k, x.v, x.W, x.f, x.h0, cu_seqlens=x.cu_seqlens,
+                                 dtype=torch.float32, observe=see)
+        y.copy_(yr)
+        h_T.copy_(hr)
+        return states
+    r = validate_forward(packed, run, seed=1, ckpt_every=4, lengths=(packed.S,))
+    assert r.ok, r.reason()
+    assert any(c.name == "ckpt" for c in r.checks)

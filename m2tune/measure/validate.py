@@ -22,6 +22,7 @@ from .. import status
 from ..inputs import TORCH_DTYPES, Inputs, cast, make_inputs, problem_of
 from ..kernel_variants.m2rnn.naive import m2rnn_reference
 from ..problem import KernelConfig, Problem
+from ..reuse import memoized
 from ..variants import interpreting
 from .tolerance import TOLERANCES, Tolerance, tolerance
 
@@ -211,13 +212,9 @@ def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
     dtype, result = TORCH_DTYPES[problem.dtype], result if result is not None else ValidationResult()
     judge = _Judge(problem, rounding, case, result)
     for i, S, p, x_dt, x64 in _checks(problem, lengths, seed, device):
-        # the checkpoints' references come from the same reference runs (observed per step)
-        ck64, see64 = _chunk_states(p, x64, torch.float64, ckpt_every) if ckpt_every else (None, None)
-        ck_b, see_b = _chunk_states(p, x_dt, judge.state, ckpt_every) if ckpt_every else (None, None)
-        with torch.no_grad():
-            y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens, observe=see64)
-            y_b, h_b = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens, dtype=judge.state,
-                                       observe=see_b)
+        y64, h64, ck64, y_b, h_b, ck_b = memoized(
+            ("forward-references", p, seed * 1000 + i, str(x_dt.q.device), judge.state, ckpt_every),
+            lambda: _forward_references(p, x_dt, x64, judge.state, ckpt_every))
         y = torch.full(y64.shape, float("nan"), dtype=dtype, device=device)
         h_T = torch.full(h64.shape, float("nan"), dtype=torch.float32, device=device)
         try:
@@ -235,6 +232,20 @@ def validate_forward(problem: Problem, forward: ForwardFn, *, seed: int,
             out = None if ckpt is None else torch.where(mask, ckpt, torch.zeros((), dtype=ckpt.dtype, device=device))
             judge.add("ckpt", S, p, out, ck64, ck_b, None)
     return result
+
+
+def _forward_references(p: Problem, x_dt: Inputs, x64: Inputs, state: torch.dtype, ckpt_every: int):
+    """(y, h_T, checkpoints) in float64 and of the baseline keeping its state in `state`; the
+    checkpoints (None without ckpt_every) come from the same runs, observed per step."""
+    ck64, see64 = _chunk_states(p, x64, torch.float64, ckpt_every) if ckpt_every else (None, None)
+    ck_b, see_b = _chunk_states(p, x_dt, state, ckpt_every) if ckpt_every else (None, None)
+    with torch.no_grad():
+        y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens, observe=see64)
+        y_b, h_b = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens, dtype=state, observe=see_b)
+    if ckpt_every:    # a chunk starting at its sequence's end was observed, but no kernel writes it
+        mask = _chunk_mask(p, ckpt_every, x64.q.device)
+        ck64, ck_b = (torch.where(mask, c, torch.zeros((), dtype=c.dtype, device=c.device)) for c in (ck64, ck_b))
+    return y64, h64, ck64, y_b, h_b, ck_b
 
 
 def _args(x: Inputs):
@@ -289,16 +300,12 @@ def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: st
     result = result if result is not None else ValidationResult()
     judge = _Judge(problem, rounding, case, result)
     for i, S, p, x_dt, x64 in _checks(problem, lengths, seed, device):
-        dy, dh_T = _cotangents(p, torch.Generator(device="cpu").manual_seed(seed * 1000 + 500 + i), device)
-        # the cotangents as the candidate gets them (dy in the I/O dtype), for the references too
-        dy, dh_T = dy.to(x_dt.q.dtype).double(), dh_T.float().double()
-        bound = clip
+        refs = memoized(("training-references", p, seed * 1000 + i, str(x_dt.q.device), judge.state, clip),
+                        lambda: _training_references(p, x_dt, x64, judge.state, clip, seed * 1000 + 500 + i))
+        dy, dh_T, bound, binding, (y64, h64, g64), (y_b, h_b, g_b) = refs
         if clip == AUTO_CLIP:
-            bound, binding = auto_clip(x64, dy, dh_T)
             result.notes.append(f"{where(case, S)}: gradient_clipping={bound:.3g} "
                                 f"clamps {binding:.0%} of the state-gradient elements")
-        y64, h64, g64 = _reference_grads(x64, bound, dy, dh_T, torch.float64)
-        y_b, h_b, g_b = _reference_grads(x_dt, bound, dy, dh_T, judge.state)
         try:
             y, h_T, grads = train(x_dt, bound, dy.to(x_dt.q.dtype), dh_T.float())
         except Exception as exc:
@@ -310,6 +317,19 @@ def validate_training(problem: Problem, train: TrainFn, *, seed: int, device: st
         for n in g64:
             judge.add(f"d{n}", S, p, grads.get(n), g64[n], g_b[n], None)
     return result
+
+
+def _training_references(p: Problem, x_dt: Inputs, x64: Inputs, state: torch.dtype,
+                         clip: Union[None, float, str], seed: int):
+    """(dy, dh_T, bound, binding, float64 (y, h_T, grads), baseline (y, h_T, grads)): fresh
+    cotangents from `seed`, the clipping bound (AUTO_CLIP: derived from them, with the share it
+    clamps; else clip and None) and both references' outputs and input gradients."""
+    dy, dh_T = _cotangents(p, torch.Generator(device="cpu").manual_seed(seed), x_dt.q.device)
+    # the cotangents as the candidate gets them (dy in the I/O dtype), for the references too
+    dy, dh_T = dy.to(x_dt.q.dtype).double(), dh_T.float().double()
+    bound, binding = auto_clip(x64, dy, dh_T) if clip == AUTO_CLIP else (clip, None)
+    return (dy, dh_T, bound, binding, _reference_grads(x64, bound, dy, dh_T, torch.float64),
+            _reference_grads(x_dt, bound, dy, dh_T, state))
 
 
 def variant_training(fwd_module: ModuleType, fwd_config: KernelConfig,

@@ -152,14 +152,16 @@ def child_main(conn: Connection, mode: str, parent_pid: int) -> None:
         conn.send(("failed", _describe(exc)))
         return
     conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:          # the parent is gone
-            return
-        if request is None:
-            return
-        conn.send(_run_trial(request))
+    from ..reuse import reusing
+    with reusing():               # the inputs and references every trial of a study shares, made once
+        while True:
+            try:
+                request = conn.recv()
+            except EOFError:      # the parent is gone
+                return
+            if request is None:
+                return
+            conn.send(_run_trial(request))
 
 
 def _exit_with_parent(parent_pid: int) -> None:

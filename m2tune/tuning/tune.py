@@ -301,8 +301,8 @@ class Tuner:
         return True
 
     def _evaluate(self, trial, config: KernelConfig, evaluator) -> None:
-        t0 = time.time()
-        outcome: Outcome = evaluator.evaluate(self.opts.variant, self.problem, config, seed=trial.number)
+        t0 = time.time()    # one draw per study: its inputs and references are made once (reuse.py)
+        outcome: Outcome = evaluator.evaluate(self.opts.variant, self.problem, config, seed=self.opts.seed)
         for key, value in outcome.result.as_dict().items():
             if value not in (None, {}) and key != "status":
                 trial.set_user_attr(key, value)
