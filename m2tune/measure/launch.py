@@ -32,12 +32,14 @@ def checkpoint_forward(backward: str, problem: Problem, *, interpreter: bool = F
 
 def prepare(problem: Problem, config: KernelConfig, *, device: str = "cuda", seed: int = 0,
             forward_config: Optional[KernelConfig] = None,
-            gradient_clipping: Optional[float] = None, variant_module: Any = None) -> Prepared:
+            gradient_clipping: Optional[float] = None, variant_module: Any = None,
+            ckpt_every: int = 0) -> Prepared:
     """A callable that launches `config` once on fresh inputs of `problem` (compiled on first call).
 
     A backward kernel gets checkpoints from `forward_config` (default: checkpoint_forward) made
     here, once, outside the callable. variant_module: run this kernel module instead of the
-    registered one (an edited copy, as the ablation benchmark times).
+    registered one (an edited copy, as the ablation benchmark times). ckpt_every: a forward also
+    stores its checkpoints every that many steps (as the training forward does).
     """
     module = variant_module or variants.load(config.variant)
     backward = variants.spec(config.variant).role == "backward"
@@ -47,6 +49,8 @@ def prepare(problem: Problem, config: KernelConfig, *, device: str = "cuda", see
     h_T = torch.empty(problem.B, problem.N, problem.K, problem.V, dtype=torch.float32, device=device)
     info: dict[str, Any] = {}
     if not backward:
+        if ckpt_every:
+            return Prepared(lambda: module.launch(problem, config, x, y, h_T, info=info, ckpt_every=ckpt_every), info)
         return Prepared(lambda: module.launch(problem, config, x, y, h_T, info=info), info)
     fwd_config = forward_config or checkpoint_forward(config.variant, problem)
     ckpt = variants.load(fwd_config.variant).launch(problem, fwd_config, x, y, h_T, ckpt_every=config["CKPT"])

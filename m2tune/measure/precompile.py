@@ -14,11 +14,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 from ..problem import KernelConfig, Problem
 
-Job = tuple[Problem, KernelConfig]
+# (problem, config) or (problem, config, launch options for launch.prepare: forward_config,
+# gradient_clipping, ckpt_every), each selecting a binary the timed or validated call will need
+Job = Union[tuple[Problem, KernelConfig], tuple[Problem, KernelConfig, dict[str, Any]]]
+CLIP = 1.0          # any bound: the kernels take clipping as a compile-time switch, not its value
 
 
 def compile_problem(problem: Problem) -> Problem:
@@ -33,13 +36,39 @@ def compile_problem(problem: Problem) -> Problem:
     return problem.with_length(16 + problem.S % 16)
 
 
+def trial_jobs(problem: Problem, config: KernelConfig, *, forward_config: Optional[KernelConfig] = None,
+               gradient_clipping: Optional[float] = None) -> list[Job]:
+    """The launches a tuning trial of `config` at `problem` makes, each shrunk by compile_problem:
+    the timed one and every length of every case of its GPU validation plan (h0, clipping,
+    packed sequences and the forward's checkpoints select binaries of their own). One each."""
+    from .. import variants
+    from .launch import checkpoint_forward
+    from .plan import plan_for
+    plan = plan_for(config.variant, problem, config, interpreter=False)
+    training = variants.spec(config.variant).role == "backward"
+    jobs: dict[tuple, Job] = {}
+
+    def add(p: Problem, clip: Optional[float], ckpt_every: int, forward: Optional[KernelConfig]) -> None:
+        options: dict[str, Any] = dict(gradient_clipping=clip, ckpt_every=ckpt_every)
+        if training:
+            options["forward_config"] = forward or checkpoint_forward(config.variant, p)
+        small = compile_problem(p)
+        jobs.setdefault((small, clip, ckpt_every, options.get("forward_config")), (small, config, options))
+    add(problem, gradient_clipping, 0, forward_config)
+    validating = forward_config or (checkpoint_forward(config.variant, plan.cases[0].problem) if training else None)
+    for case in plan.cases:
+        for S in case.lengths:
+            add(case.problem.with_length(S), CLIP if case.clip else None, case.ckpt_every, validating)
+    return list(jobs.values())
+
+
 def _compile_one(job: Job) -> dict[str, Any]:
-    problem, config = job
+    problem, config, options = job if len(job) == 3 else (*job, {})
     try:
         import torch
 
         from .launch import prepare
-        prepared = prepare(problem, config)
+        prepared = prepare(problem, config, **options)
         prepared.run()
         torch.cuda.synchronize()
         return {"ok": True, **prepared.info}
@@ -82,13 +111,22 @@ class Precompiler:
     def __init__(self, processes: Optional[int] = None) -> None:
         self._pool = cf.ProcessPoolExecutor(processes or default_processes(), mp_context=mp.get_context("spawn"))
 
-    def submit(self, problem: Problem, config: KernelConfig) -> cf.Future:
+    def submit(self, problem: Problem, config: KernelConfig, **options: Any) -> list[cf.Future]:
+        """Compile every binary a trial of `config` at `problem` launches (trial_jobs; options:
+        its forward_config, gradient_clipping); one future per binary."""
+        futures = []
         try:
-            return self._pool.submit(_compile_one, (compile_problem(problem), config))
-        except Exception as exc:            # a broken pool: compile at timing instead
-            future: cf.Future = cf.Future()
-            future.set_result({"ok": False, "error": f"precompile pool unavailable: {exc}"})
-            return future
+            jobs = trial_jobs(problem, config, **options)
+        except Exception:                   # an optimisation only: the timed launch at least
+            jobs = [(compile_problem(problem), config, options)]
+        for job in jobs:
+            try:
+                futures.append(self._pool.submit(_compile_one, job))
+            except Exception as exc:        # a broken pool: compile at timing instead
+                future: cf.Future = cf.Future()
+                future.set_result({"ok": False, "error": f"precompile pool unavailable: {exc}"})
+                futures.append(future)
+        return futures
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -214,8 +214,8 @@ class Tuner:
                     config = self._screen(trial, wait=True)
                     if config is None:
                         continue
-                if compiling is not None:
-                    concurrent.futures.wait([compiling], timeout=self.opts.trial_timeout_s)
+                if compiling:
+                    concurrent.futures.wait(compiling, timeout=self.opts.trial_timeout_s)
                 self._evaluate(trial, config, evaluator)
             finally:
                 beat.stop()
