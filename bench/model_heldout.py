@@ -35,7 +35,8 @@ from m2tune.model import perfmodel  # noqa: E402
 from m2tune.model.fitting import median_ape, nnls, spearman  # noqa: E402
 from m2tune.model.hardware import resolve_target  # noqa: E402
 from m2tune.model.modelcheck import agreement  # noqa: E402
-from m2tune.problem import KernelConfig, shape  # noqa: E402
+from m2tune.problem import KernelConfig, shape, shape_text  # noqa: E402
+from m2tune.tuning.space_file import load_space  # noqa: E402
 from m2tune.tuning.storage import open_storage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,20 @@ def as_ran(variant: str, config: dict) -> dict:
     return config
 
 
+def shape_name(identity: dict) -> str:
+    """A name `shape()` reads: the study's own, or for a bucket of a space file (an all-bucket
+    study, `k64-v16-b1-n132-s8192`) the bucket's problem as ad-hoc shape text."""
+    name = identity["shape"]
+    try:
+        shape(name)
+        return name
+    except KeyError:
+        buckets = {b.name: b.problem for b in load_space(identity["variant"]).buckets}
+        if name not in buckets:
+            raise
+        return shape_text(buckets[name])
+
+
 def study_rows(db: Path):
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -61,7 +76,7 @@ def study_rows(db: Path):
         if identity.get("backend") != "gpu" or identity.get("variant") not in variants.names():
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        rows = [{"shape": identity["shape"], "variant": identity["variant"],
+        rows = [{"shape": shape_name(identity), "variant": identity["variant"],
                  "config": as_ran(identity["variant"], t.user_attrs["config"]),
                  "median_ms": t.value, "resources": t.user_attrs.get("resources")}
                 for t in study.get_trials(deepcopy=False) if status.is_ok(t) and t.value < 1e8]
