@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # a config -> the model -> tuning (which exports profiles for the runtime) -> dashboards -> command.
 GROUPS = [
     ("core", ("m2tune", "m2tune.problem", "m2tune.inputs", "m2tune.status", "m2tune.resources",
-              "m2tune.gpu", "m2tune.kernel_hash", "m2tune.interpreter_calls")),
+              "m2tune.gpu", "m2tune.kernel_hash", "m2tune.interpreter_calls", "m2tune.reuse")),
     ("kernels", ("m2tune.kernel_variants",)),
     ("runtime", ("m2tune.variants", "m2tune.coverage", "m2tune.profile_file", "m2tune.runtime", "m2tune.compile_ahead",
                  "m2tune.ops", "m2tune.layer")),

@@ -336,11 +336,11 @@ def test_all_buckets_one_study_each_and_a_time_budget(tmp_path, monkeypatch):
     from m2tune.cli import tune as cli_tune
     real, calls = cli_tune._tune_one, []
 
-    def stopped_in_the_second(opts, as_json):
+    def stopped_in_the_second(opts, as_json, slots=None):
         calls.append(opts.shape)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(opts, as_json)
+        return real(opts, as_json, slots)
     monkeypatch.setattr(cli_tune, "_tune_one", stopped_in_the_second)
     cut = CliRunner().invoke(main, ["tune", "--all-buckets", "--trials", "5", "--backend", "model",
                                     "--gpu", TARGET, "--space", str(space), "--storage", storage])
@@ -348,3 +348,26 @@ def test_all_buckets_one_study_each_and_a_time_budget(tmp_path, monkeypatch):
     bad = CliRunner().invoke(main, ["tune", "--all-buckets", "--shape", "tiny", "--space", str(space),
                                     "--backend", "model", "--gpu", TARGET, "--storage", storage])
     assert bad.exit_code == 2 and "Error:" in bad.output and "--all-buckets" in bad.output, bad.output
+
+
+def test_studies_sharing_slots_start_their_worker_once(tmp_path, monkeypatch):
+    """--all-buckets hands one Slots to every study: one worker process for all of them (each
+    start imports torch and Triton), closed when the run ends."""
+    from m2tune.tuning import slots as slots_module
+    from m2tune.tuning.slots import Slots
+    made = []
+
+    class Counted(slots_module.ModelEvaluator):
+        def __init__(self, *args, **kw):
+            made.append(self)
+            super().__init__(*args, **kw)
+    monkeypatch.setattr(slots_module, "ModelEvaluator", Counted)
+    space = tmp_path / "two.yaml"
+    space.write_text(GRID_SPACE + "  - {name: other, B: 1, S: 16, K: 16, V: 16, N: 2, shared_qk: true, dtype: float32}\n")
+    with Slots() as slots:
+        for bucket in (SMALL_BUCKET, "other"):
+            result = Tuner(options(tmp_path, space=str(space), shape=bucket, trials=2, sampler="grid")).run(slots)
+            assert result["run"] == 2, result
+        (evaluator,) = made
+        assert evaluator.worker.starts == 1 and evaluator.worker.pid is not None
+    assert evaluator.worker.pid is None                      # closed with the Slots

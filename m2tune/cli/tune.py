@@ -102,16 +102,18 @@ def tune(ctx: click.Context, shape_name: str, variant: str, backend: str, gpu: O
             raise click.BadParameter("--all-buckets tunes the space's buckets: give no --shape or --study",
                                      param_hint="--all-buckets")
         runs = [(k, b) for k in kernels for b in _bucket_names(space or k)]
+    from ..tuning.slots import Slots
     results = []
-    for k, shape in runs:
-        results.append(_tune_one(TuneOptions(variant=k, shape=shape, backend=backend, target=gpu, trials=trials,
-                                             sampler=sampler, seed=seed, storage=storage, study=study_name,
-                                             gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout, reps=reps,
-                                             confirm=confirm, space=space, budget_s=budget_s, grid=grid), as_json))
-        if not as_json:
-            # each study's table as it ends: a run of many buckets stopped from outside keeps what it said
-            for line in summ.table(results[-1]):
-                click.echo(line)
+    with Slots() as slots:      # one set of worker processes for every study of the run
+        for k, shape in runs:
+            results.append(_tune_one(TuneOptions(
+                variant=k, shape=shape, backend=backend, target=gpu, trials=trials, sampler=sampler, seed=seed,
+                storage=storage, study=study_name, gpus=gpu_ids, prune=prune, trial_timeout_s=trial_timeout,
+                reps=reps, confirm=confirm, space=space, budget_s=budget_s, grid=grid), as_json, slots))
+            if not as_json:
+                # each study's table as it ends: a run of many buckets stopped from outside keeps what it said
+                for line in summ.table(results[-1]):
+                    click.echo(line)
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
         return
@@ -135,7 +137,7 @@ def _bucket_names(space: str) -> list[str]:
     return names
 
 
-def _tune_one(opts, as_json: bool) -> dict:
+def _tune_one(opts, as_json: bool, slots=None) -> dict:
     """One study with its progress bar, drawn only once the study opened: a mistake in the options
     (storage, space, GPU) is one line before anything is drawn."""
     from ..model.hardware import HardwareProfileError
@@ -167,7 +169,7 @@ def _tune_one(opts, as_json: bool) -> dict:
         bar = tqdm(total=opts.trials, desc=opts.variant, unit="trial", dynamic_ncols=True)
     try:
         show(tuner.progress)
-        return tuner.run()
+        return tuner.run(slots)
     except errors as exc:
         raise CliError(str(exc).strip('"')) from None
     finally:

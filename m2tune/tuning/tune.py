@@ -39,11 +39,12 @@ from .. import status, variants
 from ..problem import KernelConfig
 from ..status import DUPLICATE, FREE, PRUNED, scored, spends_budget
 from . import samplers, shipped
-from .backends import NAMES, GpuEvaluator, ModelEvaluator, Outcome, model_config
+from .backends import NAMES, Outcome, model_config
 from .duplicates import UNDECIDED, decided_by
 from .options import Progress, TuneError, TuneOptions, hardware_for, study_name
 from .orphans import Reaper
 from .repair import FAILURES_LIMIT, held, reasons, repair
+from .slots import Slots
 from .space import problem_for
 from .space_file import load_space
 from .storage import Heartbeat, open_storage, quiet
@@ -357,23 +358,16 @@ class Tuner:
 
     # ---- slots
 
-    def evaluators(self) -> list:
-        if self.opts.backend == "gpu":
-            return [GpuEvaluator(d, trial_timeout_s=self.opts.trial_timeout_s, reps=self.opts.reps,
-                                 extra_variants=self._extra()) for d in self.opts.gpus]
-        if self.grid is not None:
-            from .replay import ReplayEvaluator
-            return [ReplayEvaluator(self.grid)]
-        return [ModelEvaluator(self.hw, trial_timeout_s=self.opts.trial_timeout_s,
-                               extra_variants=self._extra())]
-
     def _extra(self) -> dict[str, tuple[str, str]]:
         return {name: (spec_ref, kernel) for name, spec_ref, kernel in self.opts.extra_variants}
 
-    def run(self) -> dict[str, Any]:
+    def run(self, slots: Optional[Slots] = None) -> dict[str, Any]:
+        """Run the study to its budget. slots: workers shared with other studies (slots.py), left
+        open; without, the study makes its own and closes them."""
         started = time.time()
         self._deadline = started + self.opts.budget_s if self.opts.budget_s else None
-        evaluators = self.evaluators()
+        own = slots is None
+        slots = slots if slots is not None else Slots()
         errors: list[BaseException] = []
 
         def slot(evaluator, precompiler, lookahead: int) -> None:
@@ -383,22 +377,16 @@ class Tuner:
                 errors.append(exc)
 
         try:
-            precompiler = None
-            if self.opts.backend == "gpu" and self.opts.lookahead > 0:
-                from ..measure.precompile import Precompiler
-                precompiler = Precompiler()
+            evaluators = slots.evaluators(self)
+            precompiler = slots.precompiler() if self.opts.backend == "gpu" and self.opts.lookahead > 0 else None
             # trials are asked ahead only to compile while another is timed: not without a precompiler
             lookahead = self.opts.lookahead if precompiler is not None else 0
             threads = [threading.Thread(target=slot, args=(e, precompiler, lookahead),
                                         name=f"m2tune-slot-{i}") for i, e in enumerate(evaluators)]
             for t in threads:
                 t.start()
-            try:
-                for t in threads:
-                    t.join()
-            finally:
-                if precompiler is not None:
-                    precompiler.close()
+            for t in threads:
+                t.join()
             if errors:
                 raise errors[0]
             confirm = None
@@ -407,8 +395,8 @@ class Tuner:
                 confirm = confirm_top(self, evaluators[0])
                 self.study.set_user_attr("confirm", confirm)
         finally:
-            for e in evaluators:
-                e.close()
+            if own:
+                slots.close()
         wall = time.time() - started
         self.study.set_user_attr("last_run_s", round(wall, 1))
         from .summary import summarize
