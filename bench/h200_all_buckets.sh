@@ -6,6 +6,8 @@
 # the Optuna wheels in .whl/:
 #   OUT=... DB=bench/results/<date>-h200-buckets/buckets.db VARIANT=m2rnn_fwd TRIALS=25 BUDGET=60 \
 #       LIMIT=520 bash bench/h200_all_buckets.sh
+# VARIANT may list several kernels, "m2rnn_fwd,m2rnn_bwd_lean,m2rnn_bwd": their buckets in turn, one
+# set of workers for all (tuning/slots.py).
 set -u
 : "${OUT:?}" "${DB:?}" "${VARIANT:?}"
 export PYTHONUNBUFFERED=1

@@ -15,6 +15,7 @@ skipped, so a grid larger than one device session is recorded over several.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import random
 import sys
@@ -23,9 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from m2tune.measure.precompile import Precompiler  # noqa: E402
 from m2tune.model.modelcheck import read_csv, write_csv  # noqa: E402
 from m2tune.tuning.backends import GpuEvaluator  # noqa: E402
 from m2tune.tuning.replay import grid_configs  # noqa: E402
+
+LOOKAHEAD = 8
 
 
 def main() -> None:
@@ -52,13 +56,20 @@ def main() -> None:
     print(f"{args.variant} at {args.shape}: {len(configs)} configs, {len(configs) - len(todo)} recorded, "
           f"{len(todo)} to go", flush=True)
     evaluator = GpuEvaluator(0, trial_timeout_s=args.timeout_s)
+    # as a study does: every binary of the next configs compiles in a pool while one is timed
+    precompiler = Precompiler()
+    compiling = {i: precompiler.submit(problem, c) for i, c in enumerate(todo[:LOOKAHEAD])}
     started = time.time()
     try:
         for i, config in enumerate(todo):
             if args.budget_s and time.time() - started > args.budget_s:
                 print(f"budget of {args.budget_s} s spent: {len(todo) - i} left for the next run", flush=True)
                 break
-            outcome = evaluator.evaluate(args.variant, problem, config, seed=i)
+            if i + LOOKAHEAD < len(todo):
+                compiling[i + LOOKAHEAD] = precompiler.submit(problem, todo[i + LOOKAHEAD])
+            concurrent.futures.wait(compiling.pop(i), timeout=args.timeout_s)
+            # one draw for the whole grid, as in a study: the worker makes its inputs and references once
+            outcome = evaluator.evaluate(args.variant, problem, config, seed=0)
             r = outcome.result
             res = r.resources or {}
             rows.append({"shape": args.shape, "variant": args.variant, "config": config.as_dict(),
@@ -68,6 +79,7 @@ def main() -> None:
             write_csv(rows, out)             # after every config: a killed run keeps what it measured
             print(f"[{i + 1}/{len(todo)}] {r.status:<14} {r.median_ms or 0:9.3f} ms  {config.short()}", flush=True)
     finally:
+        precompiler.close()
         evaluator.close()
 
 
