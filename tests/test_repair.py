@@ -15,6 +15,7 @@ from m2tune.tuning.backends import Outcome, model_config
 from m2tune.tuning.options import TuneOptions
 from m2tune.tuning.repair import key, reasons, repair
 from m2tune.tuning.space import problem_for
+from m2tune.tuning.slots import Slots
 from m2tune.tuning.space_file import load_space
 from m2tune.tuning.trial import TrialResult
 from m2tune.tuning.tune import Tuner
@@ -67,6 +68,11 @@ def test_a_repair_skips_what_the_study_holds_and_says_none_when_nothing_fits(lea
     assert time.monotonic() - t0 < 5
 
 
+class ModelOnlySlots(Slots):
+    def evaluators(self, tuner) -> list:
+        return [ModelOnly(tuner.hw)]
+
+
 class ModelOnly:
     """The model backend's score without its interpreter check, which takes minutes per lean trial
     at K=64 V=64 on a CPU: this test is about which candidates run, not their validation."""
@@ -89,8 +95,7 @@ def test_a_thin_bucket_runs_its_trials_through_repairs(tmp_path):
     wanted = 5
     tuner = Tuner(TuneOptions(variant=LEAN, shape=THIN, backend="model", target=TARGET, trials=wanted,
                               storage=f"sqlite:///{tmp_path}/s.db"))
-    tuner.evaluators = lambda: [ModelOnly(tuner.hw)]
-    result = tuner.run()
+    result = tuner.run(ModelOnlySlots())
 
     trials = tuner.study.get_trials(deepcopy=False)
     ok = [t for t in trials if t.user_attrs.get("status") == status.OK]
