@@ -183,14 +183,16 @@ def rounded_like(base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def _chunk_states(p: Problem, x: Inputs, dtype: torch.dtype, every: int):
     """(states, observe): a zeroed (num_seqs, N, chunks, K, V) tensor that `observe`, passed to the
-    reference run on x, fills with the state at the start of every chunk of `every` steps (chunks
-    past a sequence's end stay zero: the kernel leaves them unwritten; they are masked out)."""
+    reference run on x, fills with the state at the start of every chunk of `every` steps that
+    starts inside its sequence (others stay zero: the kernel leaves them unwritten, and a chunk
+    starting exactly at a packed sequence's end is one of them; they are masked out)."""
     out = torch.zeros(p.B, p.N, -(-p.S // every), p.K, p.V, dtype=dtype, device=x.q.device)
     if x.h0 is not None:
         out[:, :, 0] = x.h0.to(dtype)
 
     def observe(seq, t, h):
-        if (t + 1) % every == 0 and (t + 1) // every < out.shape[2]:
+        length = p.S if seq is None else p.seqlens[seq]          # t counts within the sequence
+        if (t + 1) % every == 0 and t + 1 < length:
             rows = slice(None) if seq is None else slice(seq, seq + 1)
             out[rows, :, (t + 1) // every] = h
     return out, observe
@@ -242,9 +244,6 @@ def _forward_references(p: Problem, x_dt: Inputs, x64: Inputs, state: torch.dtyp
     with torch.no_grad():
         y64, h64 = m2rnn_reference(*_args(x64), cu_seqlens=x64.cu_seqlens, observe=see64)
         y_b, h_b = m2rnn_reference(*_args(x_dt), cu_seqlens=x_dt.cu_seqlens, dtype=state, observe=see_b)
-    if ckpt_every:    # a chunk starting at its sequence's end was observed, but no kernel writes it
-        mask = _chunk_mask(p, ckpt_every, x64.q.device)
-        ck64, ck_b = (torch.where(mask, c, torch.zeros((), dtype=c.dtype, device=c.device)) for c in (ck64, ck_b))
     return y64, h64, ck64, y_b, h_b, ck_b
 
 
