@@ -123,15 +123,33 @@ def _lean_design(rows: list, hw) -> tuple[np.ndarray, np.ndarray, list]:
     return np.array(X), np.array(y), scale
 
 
-def lean_refit(groups_rows: list, hw) -> list:
-    """Each lean group scored with constants fitted on the lean rows of the other shapes only."""
+def _unique_rows(groups_rows: list) -> list:
+    """Every group's rows, a trial copied into several folders counted once."""
     seen, pool = set(), []
     for _, _, rows in groups_rows:
         for r in rows:
             key = (r["shape"], json.dumps(r["config"], sort_keys=True))
-            if key not in seen:                    # a trial copied into several folders counts once
+            if key not in seen:
                 seen.add(key)
                 pool.append(r)
+    return pool
+
+
+def _held_out(label: str, name: str, rows: list, predicted: list, **fit) -> dict:
+    """One held-out group's agreement (predicted ms against its rows' measured ones) and issue 18's bar."""
+    measured = [r["median_ms"] for r in rows]
+    best = int(np.argmin(measured))
+    order = sorted(range(len(rows)), key=lambda i: predicted[i])
+    entry = {"group": label, "study": name, "shape": rows[0]["shape"], "configs": len(rows), **fit,
+             "spearman": spearman(predicted, measured), "median_ape": median_ape(predicted, measured),
+             "best_predicted_rank": order.index(best) + 1, "top_pick_ratio": measured[order[0]] / measured[best]}
+    entry["meets_bar"] = bool(entry["spearman"] >= 0.8 and entry["top_pick_ratio"] <= 1.3)
+    return entry
+
+
+def lean_refit(groups_rows: list, hw) -> list:
+    """Each lean group scored with constants fitted on the lean rows of the other shapes only."""
+    pool = _unique_rows(groups_rows)
     out = []
     for label, name, rows in groups_rows:
         train = [r for r in pool if r["shape"] != rows[0]["shape"]]
@@ -141,15 +159,8 @@ def lean_refit(groups_rows: list, hw) -> list:
         coef = nnls(X / y[:, None], np.ones(len(y)))         # relative error, as m2tune calibrate
         HX, _, steps = _lean_design(rows, hw)
         predicted = [float(v) * n / 1e3 for v, n in zip(HX @ coef, steps)]       # ms: the waves count
-        measured = [r["median_ms"] for r in rows]
-        best = int(np.argmin(measured))
-        order = sorted(range(len(rows)), key=lambda i: predicted[i])
-        entry = {"group": label, "study": name, "shape": rows[0]["shape"], "configs": len(rows),
-                 "fitted_on": len(train), "fit": dict(zip(("borrowed_step_scale",) + LEAN_OWN, map(float, coef))),
-                 "spearman": spearman(predicted, measured), "median_ape": median_ape(predicted, measured),
-                 "best_predicted_rank": order.index(best) + 1,
-                 "top_pick_ratio": measured[order[0]] / measured[best]}
-        entry["meets_bar"] = bool(entry["spearman"] >= 0.8 and entry["top_pick_ratio"] <= 1.3)
+        entry = _held_out(label, name, rows, predicted, fitted_on=len(train),
+                          fit=dict(zip(("borrowed_step_scale",) + LEAN_OWN, map(float, coef))))
         out.append(entry)
         print(f"refit {label:<52} {rows[0]['shape']:<11} n={len(rows):<3} spearman={entry['spearman']:+.3f} "
               f"MdAPE={entry['median_ape']:5.1f}%  pick {entry['top_pick_ratio']:.2f}x  (fit on {len(train)})",
@@ -163,13 +174,7 @@ def forward_refit(groups_rows: list, hw) -> list:
     model on users' shapes would buy (the shipped constants saw calibration problems alone)."""
     from dataclasses import replace
     from m2tune.model.calibrate import _problem_dict, fit_constants
-    seen, pool = set(), []
-    for _, _, rows in groups_rows:
-        for r in rows:
-            key = (r["shape"], json.dumps(r["config"], sort_keys=True))
-            if key not in seen:
-                seen.add(key)
-                pool.append(r)
+    pool = _unique_rows(groups_rows)
     calibration = [r for r in hw.raw.get(FWD, []) if "median_ms" in r]
     out = []
     for label, name, rows in groups_rows:
@@ -181,14 +186,8 @@ def forward_refit(groups_rows: list, hw) -> list:
         probe = replace(hw, constants={**hw.constants, FWD: constants})
         predicted = [perfmodel.predict(shape(held), KernelConfig.of(FWD, r["config"]), probe, r.get("resources")).time_ms
                      for r in rows]
-        measured = [r["median_ms"] for r in rows]
-        best = int(np.argmin(measured))
-        order = sorted(range(len(rows)), key=lambda i: predicted[i])
-        entry = {"group": label, "study": name, "shape": held, "configs": len(rows),
-                 "fitted_on": len(train) - len(calibration), "calibration_rows": len(calibration),
-                 "spearman": spearman(predicted, measured), "median_ape": median_ape(predicted, measured),
-                 "best_predicted_rank": order.index(best) + 1, "top_pick_ratio": measured[order[0]] / measured[best]}
-        entry["meets_bar"] = bool(entry["spearman"] >= 0.8 and entry["top_pick_ratio"] <= 1.3)
+        entry = _held_out(label, name, rows, predicted, fitted_on=len(train) - len(calibration),
+                          calibration_rows=len(calibration))
         out.append(entry)
         print(f"fwd refit {label:<48} {held:<11} n={len(rows):<3} spearman={entry['spearman']:+.3f} "
               f"MdAPE={entry['median_ape']:5.1f}%  pick {entry['top_pick_ratio']:.2f}x  "
